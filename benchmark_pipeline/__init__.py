@@ -1,0 +1,1 @@
+"""Public API is defined once the selection and benchmarking layers land."""

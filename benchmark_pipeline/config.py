@@ -1,0 +1,271 @@
+"""The pipeline configuration: one YAML file, loaded into typed records; errors name the field.
+
+Deployment values may be overridden by environment variables, so one file serves every machine:
+
+* ``BENCHMARK_PIPELINE_CONFIG``: the YAML file (default: the embedded demo config);
+* ``BENCHMARK_PIPELINE_ROOT``: ``root_dir``;
+* ``MLFLOW_TRACKING_URI``: ``mlflow.tracking_uri``;
+* ``BENCHMARK_PIPELINE_HPO_DIR``: ``hpo_output_dir``;
+* ``BENCHMARK_PIPELINE_ENVIRONMENT``: ``environment``.
+
+``data_config``, ``hpo_config`` and ``benchmark_config`` stay plain dicts, since the public API
+(``retrieve_best_trials``, ``build_benchmark_key`` ...) takes them as dicts; :func:`load_config` checks their
+shape once so later code can trust them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark_pipeline.hashing import require_safe_component
+
+DEMO_CONFIG_RESOURCE = "configs/demo.yaml"
+_DIRECTIONS = ("maximize", "minimize")
+_DEVICES = ("cpu", "cuda", "auto")
+_BACKENDS = ("onnxruntime", "pytorch")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or has the wrong type or value; the message names the field."""
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str
+    hpo_experiment_prefix: str = "hpo-"
+    benchmark_experiment: str = "benchmarks"
+
+    def hpo_experiment_name(self, backbone: str) -> str:
+        return f"{self.hpo_experiment_prefix}{backbone}"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one deployment of the pipeline needs to know."""
+
+    root_dir: Path
+    environment: str
+    backbones: tuple[str, ...]
+    mlflow: MlflowSettings
+    hpo_output_dir: Path
+    data_config: dict[str, Any]
+    hpo_config: dict[str, Any]
+    benchmark_config: dict[str, Any]
+    optuna_storages: tuple[str, ...] = ()
+    source_path: str = field(default="<dict>", compare=False)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(sorted(self.hpo_config["variants"]))
+
+    @property
+    def objective(self) -> dict[str, str]:
+        return dict(self.hpo_config["objective"])
+
+    def hpo_experiments(self) -> dict[str, dict[str, str]]:
+        """``{backbone: {"name": ...}}`` as ``retrieve_best_trials`` takes it (ids are resolved by name)."""
+        return {b: {"name": self.mlflow.hpo_experiment_name(b)} for b in self.backbones}
+
+    def benchmark_experiment(self) -> dict[str, str]:
+        return {"name": self.mlflow.benchmark_experiment}
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in mapping:
+        raise ConfigError(f"{where}.{key} is required")
+    value = mapping[key]
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}.{key} must be {expected}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _positive_int(mapping: Mapping[str, Any], key: str, where: str, *, allow_zero: bool = False) -> int:
+    value = _require(mapping, key, where, int)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where}.{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return value
+
+
+def validate_objective(hpo_config: Mapping[str, Any]) -> dict[str, str]:
+    """Return ``{"metric", "direction"}`` from ``hpo_config["objective"]`` (direction defaults to maximize)."""
+    objective = _require(hpo_config, "objective", "hpo_config", dict)
+    metric = _require(objective, "metric", "hpo_config.objective", str)
+    direction = objective.get("direction", "maximize")
+    if direction not in _DIRECTIONS:
+        raise ConfigError(f"hpo_config.objective.direction must be one of {_DIRECTIONS}, got {direction!r}")
+    return {"metric": metric, "direction": direction}
+
+
+def validate_data_config(data_config: Any) -> dict[str, Any]:
+    if not isinstance(data_config, dict):
+        raise ConfigError(f"data_config must be a mapping, got {type(data_config).__name__}")
+    _require(data_config, "name", "data_config", str)
+    if "version" not in data_config:
+        raise ConfigError("data_config.version is required")
+    require_safe_component(str(data_config["version"]), "data_config.version")
+    for key in ("vocab_size", "max_length", "train_size", "validation_size", "test_size", "seed"):
+        _positive_int(data_config, key, "data_config", allow_zero=key == "seed")
+    if data_config["vocab_size"] < 64:
+        raise ConfigError(f"data_config.vocab_size must be >= 64, got {data_config['vocab_size']}")
+    if data_config["max_length"] < 8:
+        raise ConfigError(f"data_config.max_length must be >= 8, got {data_config['max_length']}")
+    return data_config
+
+
+def validate_hpo_config(hpo_config: Any) -> dict[str, Any]:
+    if not isinstance(hpo_config, dict):
+        raise ConfigError(f"hpo_config must be a mapping, got {type(hpo_config).__name__}")
+    validate_objective(hpo_config)
+    variants = _require(hpo_config, "variants", "hpo_config", dict)
+    if not variants:
+        raise ConfigError("hpo_config.variants must name at least one variant")
+    for name, variant in variants.items():
+        where = f"hpo_config.variants.{name}"
+        try:
+            require_safe_component(name, where)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if not isinstance(variant, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(variant).__name__}")
+        _positive_int(variant, "n_trials", where)
+        _positive_int(variant, "epochs", where)
+        space = _require(variant, "search_space", where, dict)
+        for param, spec in space.items():
+            pwhere = f"{where}.search_space.{param}"
+            if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
+                raise ConfigError(f"{pwhere} must be a mapping with type float, int or categorical")
+            if spec["type"] == "categorical":
+                choices = _require(spec, "choices", pwhere, list)
+                if not choices:
+                    raise ConfigError(f"{pwhere}.choices must not be empty")
+            else:
+                low = _require(spec, "low", pwhere, (int, float))
+                high = _require(spec, "high", pwhere, (int, float))
+                if low > high:
+                    raise ConfigError(f"{pwhere}: low ({low}) must be <= high ({high})")
+    return hpo_config
+
+
+def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
+    """Check a benchmark config; every error names the field."""
+    if not isinstance(benchmark_config, dict):
+        raise ConfigError(f"benchmark_config must be a mapping, got {type(benchmark_config).__name__}")
+    where = "benchmark_config"
+    batch_sizes = _require(benchmark_config, "batch_sizes", where, list)
+    if not batch_sizes:
+        raise ConfigError(f"{where}.batch_sizes must not be empty")
+    for size in batch_sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ConfigError(f"{where}.batch_sizes must hold positive integers, got {size!r}")
+    _positive_int(benchmark_config, "max_length", where)
+    _positive_int(benchmark_config, "warmup", where, allow_zero=True)
+    _positive_int(benchmark_config, "iterations", where)
+    min_duration = benchmark_config.get("min_duration_s", 0.0)
+    if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float)) or min_duration < 0:
+        raise ConfigError(f"{where}.min_duration_s must be a number >= 0, got {min_duration!r}")
+    device = benchmark_config.get("device", "cpu")
+    if device not in _DEVICES:
+        raise ConfigError(f"{where}.device must be one of {_DEVICES}, got {device!r}")
+    backends = _require(benchmark_config, "backends", where, list)
+    if not backends or any(b not in _BACKENDS for b in backends):
+        raise ConfigError(f"{where}.backends must be a non-empty list drawn from {_BACKENDS}, got {backends!r}")
+    threads = benchmark_config.get("intra_op_threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"{where}.intra_op_threads must be an integer >= 0 (0: library default), got {threads!r}")
+    return benchmark_config
+
+
+def _resolve(path_value: str | None, root: Path, default: Path) -> Path:
+    if path_value is None:
+        return default
+    path = Path(path_value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Build a :class:`PipelineConfig` from parsed YAML, applying environment overrides from ``env``."""
+    env = os.environ if env is None else env
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source_path}: the top level must be a mapping, got {type(raw).__name__}")
+    root = Path(env.get("BENCHMARK_PIPELINE_ROOT") or raw.get("root_dir") or ".").expanduser().resolve()
+    environment = env.get("BENCHMARK_PIPELINE_ENVIRONMENT") or _require(raw, "environment", "config", str)
+    try:
+        require_safe_component(environment, "environment")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    backbones = _require(raw, "backbones", "config", list)
+    if not backbones:
+        raise ConfigError("config.backbones must name at least one backbone")
+    for backbone in backbones:
+        try:
+            require_safe_component(backbone, "config.backbones[]")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    if len(set(backbones)) != len(backbones):
+        raise ConfigError(f"config.backbones has duplicates: {backbones}")
+
+    mlflow_raw = raw.get("mlflow") or {}
+    if not isinstance(mlflow_raw, dict):
+        raise ConfigError(f"config.mlflow must be a mapping, got {type(mlflow_raw).__name__}")
+    tracking_uri = env.get("MLFLOW_TRACKING_URI") or mlflow_raw.get("tracking_uri")
+    if tracking_uri is None:
+        tracking_uri = f"sqlite:///{root / 'outputs' / 'mlflow' / 'mlflow.db'}"
+    if not isinstance(tracking_uri, str):
+        raise ConfigError(f"config.mlflow.tracking_uri must be a string, got {tracking_uri!r}")
+    mlflow_settings = MlflowSettings(
+        tracking_uri=tracking_uri,
+        hpo_experiment_prefix=str(mlflow_raw.get("hpo_experiment_prefix", "hpo-")),
+        benchmark_experiment=str(mlflow_raw.get("benchmark_experiment", "benchmarks")),
+    )
+
+    optuna_raw = raw.get("optuna") or {}
+    storages = optuna_raw.get("storages") or [] if isinstance(optuna_raw, dict) else None
+    if not isinstance(storages, list) or not all(isinstance(s, str) for s in storages):
+        raise ConfigError("config.optuna.storages must be a list of Optuna storage URLs")
+
+    data_config = validate_data_config(raw.get("data_config"))
+    hpo_config = validate_hpo_config(raw.get("hpo_config"))
+    benchmark_config = validate_benchmark_config(raw.get("benchmark_config"))
+    hpo_dir = env.get("BENCHMARK_PIPELINE_HPO_DIR") or raw.get("hpo_output_dir")
+    return PipelineConfig(
+        root_dir=root,
+        environment=environment,
+        backbones=tuple(backbones),
+        mlflow=mlflow_settings,
+        hpo_output_dir=_resolve(hpo_dir, root, root / "outputs" / "hpo" / environment),
+        data_config=data_config,
+        hpo_config=hpo_config,
+        benchmark_config=benchmark_config,
+        optuna_storages=tuple(storages),
+        source_path=source_path,
+    )
+
+
+def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Load the pipeline config from ``path``, ``$BENCHMARK_PIPELINE_CONFIG``, or the embedded demo config."""
+    env = os.environ if env is None else env
+    path = path or env.get("BENCHMARK_PIPELINE_CONFIG")
+    if path:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {source}: {error}") from None
+    else:
+        source = f"benchmark_pipeline/{DEMO_CONFIG_RESOURCE}"
+        text = resources.files("benchmark_pipeline").joinpath(DEMO_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not valid YAML: {error}") from None
+    return config_from_dict(raw, source_path=source, env=env)

@@ -1,0 +1,120 @@
+"""Canonical JSON and every hash the project computes.
+
+All identities (study and trial keys, data fingerprints, benchmark config hashes) are SHA-256 digests of
+*canonical JSON*, so the same inputs give the same hash in any process, on any machine, with any Python
+version:
+
+* object keys are sorted, separators are ``","`` and ``":"`` with no whitespace, output is ASCII only;
+* integers are spelled as integers and floats with Python's shortest round-trip ``repr`` (``0.1`` is
+  ``0.1``, ``1.0`` is ``1.0``); so ``1`` and ``1.0`` hash differently: write configs with one spelling;
+* booleans and ``null`` are JSON's; tuples are lists;
+* NaN and infinities are rejected (JSON has no spelling for them), as are non-string keys and any other
+  type (paths included: a machine-local path must never reach a hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Characters allowed in every identity component (benchmark key parts, variant and backbone names).
+SAFE_COMPONENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+
+#: HPO config fields that control *how much* to search, not *what* is searched. Extending a sweep from
+#: 6 to 12 trials must keep the same study identity, so these never enter the study key.
+VOLATILE_HPO_FIELDS = frozenset({"n_trials", "timeout_s"})
+
+#: data_config fields that are machine-local and must not change the data fingerprint.
+MACHINE_LOCAL_DATA_FIELDS = frozenset({"local_path"})
+
+
+def _normalize(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot hash non-finite number {value!r} at {where}")
+        return value
+    if isinstance(value, Mapping):
+        normalized = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"cannot hash non-string key {key!r} at {where}")
+            normalized[key] = _normalize(item, f"{where}.{key}")
+        return normalized
+    if isinstance(value, Sequence):
+        return [_normalize(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    raise ValueError(f"cannot hash value of type {type(value).__name__} at {where}: {value!r}")
+
+
+def canonical_json(value: Any) -> str:
+    """Return the canonical JSON text of ``value`` (see the module docstring for the rules)."""
+    return json.dumps(
+        _normalize(value, "$"), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+
+
+def sha256_hex(value: Any) -> str:
+    """SHA-256 hex digest of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode("ascii")).hexdigest()
+
+
+def require_safe_component(value: Any, name: str) -> str:
+    """Return ``value`` if it is a non-empty string of ``[A-Za-z0-9._-]``, else raise ``ValueError``.
+
+    ``:`` separates benchmark key components and MLflow's filter language cannot match a tag value that
+    holds a quote, so identities never contain either; ``.`` alone and ``..`` are refused too, since
+    they name folders.
+    """
+    if not isinstance(value, str) or not SAFE_COMPONENT_PATTERN.match(value) or value in {".", ".."}:
+        raise ValueError(
+            f"{name} must be a non-empty string of letters, digits, '.', '_' or '-' "
+            f"(and not '.' or '..'), got {value!r}"
+        )
+    return value
+
+
+def data_fingerprint(data_config: Mapping[str, Any]) -> str:
+    """``"{version}-{hash16}"``: the dataset version plus a hash of ``data_config`` without machine-local paths.
+
+    Raises ``ValueError`` when ``version`` is missing or not a safe component.
+    """
+    if "version" not in data_config:
+        raise ValueError("data_config.version is required to fingerprint the dataset")
+    version = require_safe_component(str(data_config["version"]), "data_config.version")
+    portable = {k: v for k, v in data_config.items() if k not in MACHINE_LOCAL_DATA_FIELDS}
+    return f"{version}-{sha256_hex(portable)[:16]}"
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """First 16 hex digits of the SHA-256 of the whole config's canonical JSON."""
+    return sha256_hex(dict(config))[:16]
+
+
+def study_key_hash(
+    backbone: str, variant: str, data_fp: str, variant_config: Mapping[str, Any], objective: Mapping[str, Any]
+) -> str:
+    """Identity of one Optuna study: backbone, variant, data fingerprint, objective and the variant's
+    HPO settings without :data:`VOLATILE_HPO_FIELDS`."""
+    settings = {k: v for k, v in variant_config.items() if k not in VOLATILE_HPO_FIELDS}
+    return sha256_hex(
+        {
+            "schema": "study/v1",
+            "backbone": backbone,
+            "variant": variant,
+            "data_fingerprint": data_fp,
+            "objective": dict(objective),
+            "hpo": settings,
+        }
+    )
+
+
+def trial_key_hash(study_key: str, hyperparameters: Mapping[str, Any]) -> str:
+    """Identity of one trial: its study key plus its hyperparameters."""
+    return sha256_hex({"schema": "trial/v1", "study_key_hash": study_key, "hyperparameters": dict(hyperparameters)})

@@ -1,0 +1,62 @@
+"""The HPO contract: MLflow tags, Optuna attributes and the trial-folder layout.
+
+The embedded sweep writes these and the selection layer reads them; users feed the pipeline from their own
+HPO code by writing the same (see ``docs/hpo-contract.md``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TAG_BACKBONE = "code.backbone"
+TAG_VARIANT = "code.variant"
+TAG_STUDY_NAME = "code.study_name"
+TAG_STUDY_KEY_HASH = "code.study_key_hash"
+TAG_TRIAL_KEY_HASH = "code.trial_key_hash"
+TAG_TRIAL_NUMBER = "code.trial_number"
+TAG_DATA_FINGERPRINT = "code.data_fingerprint"
+
+#: Tags an MLflow run needs to be an eligible trial.
+REQUIRED_RUN_TAGS = (TAG_BACKBONE, TAG_STUDY_KEY_HASH, TAG_TRIAL_KEY_HASH)
+
+#: Optuna trial user attributes that cross-reference the other sources.
+ATTR_MLFLOW_RUN_ID = "mlflow_run_id"
+ATTR_TRIAL_KEY_HASH = "trial_key_hash"
+#: Optuna study user attributes.
+STUDY_ATTR_BACKBONE = "backbone"
+STUDY_ATTR_VARIANT = "variant"
+STUDY_ATTR_STUDY_KEY_HASH = "study_key_hash"
+STUDY_ATTR_DATA_FINGERPRINT = "data_fingerprint"
+
+METRICS_FILE = "metrics.json"
+TRIAL_META_FILE = "trial_meta.json"
+ONNX_FILE = "model.onnx"
+CHECKPOINT_FILE = "model.pt"
+STUDY_DB_FILE = "study.db"
+#: Where the ONNX model and checkpoint live inside an HPO run's artifacts.
+MODEL_ARTIFACT_DIR = "model"
+
+#: ``…_v2`` → ``v2``: the variant parsed from a study name when no ``code.variant`` tag is set.
+STUDY_NAME_VARIANT_PATTERN = re.compile(r"_(v\d+)$")
+DEFAULT_VARIANT = "default"
+
+
+def study_name(backbone: str, variant: str) -> str:
+    return f"{backbone}_{variant}"
+
+
+def variant_from_study_name(name: str | None) -> str | None:
+    """``"bilstm_v2"`` → ``"v2"``; ``None`` when the name does not end in ``_v<digits>``."""
+    if not name:
+        return None
+    match = STUDY_NAME_VARIANT_PATTERN.search(name)
+    return match.group(1) if match else None
+
+
+def study_dir(hpo_dir: Path, backbone: str, study_key_hash: str) -> Path:
+    return hpo_dir / backbone / f"study-{study_key_hash[:8]}"
+
+
+def trial_dir(hpo_dir: Path, backbone: str, study_key_hash: str, trial_key_hash: str) -> Path:
+    return study_dir(hpo_dir, backbone, study_key_hash) / f"trial-{trial_key_hash[:8]}"

@@ -1,0 +1,267 @@
+"""One Optuna sweep per (backbone, variant) that really trains, and records every trial in three sources.
+
+For each trial, in this order (so a crash never leaves a trial that *looks* complete anywhere):
+
+1. an MLflow run is created RUNNING in the backbone's HPO experiment, tagged per the HPO contract;
+2. the model trains, is evaluated (validation macro-F1), exported to ONNX and checked, and its
+   ``state_dict`` saved;
+3. the trial folder gets ``trial_meta.json`` then, last and atomically, ``metrics.json``;
+4. metrics, params and the model artifacts are logged, then the run is set FINISHED;
+5. the Optuna trial completes with the objective value and user attributes pointing at the run.
+
+Rerunning a sweep is idempotent: it runs only the trials the study still lacks (COMPLETE and PRUNED trials
+count), and a trial whose identity already has a FINISHED run and a ``metrics.json`` is reused, not retrained.
+Two trials that sample identical hyperparameters would share one ``trial_key_hash``; the second is pruned
+(user attribute ``duplicate_of``) instead of writing a second record of the same identity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from benchmark_pipeline.config import PipelineConfig
+from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
+from benchmark_pipeline.hpo import contract
+from benchmark_pipeline.hpo.dataset import LABELS, load_split, write_dataset
+from benchmark_pipeline.hpo.models import build_model
+from benchmark_pipeline.hpo.onnx_export import export_onnx
+from benchmark_pipeline.hpo.training import macro_f1, predict, train_model
+from benchmark_pipeline.tracking import (
+    default_artifact_location,
+    get_or_create_experiment,
+    make_client,
+    search_all_runs,
+)
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What one sweep left behind, and where."""
+
+    backbone: str
+    variant: str
+    study_name: str
+    study_key_hash: str
+    study_dir: str
+    storage_url: str
+    experiment_id: str
+    trials_in_study: int
+    trials_run_now: int
+    best_value: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sample(trial: optuna.Trial, search_space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name in sorted(search_space):
+        spec = search_space[name]
+        if spec["type"] == "categorical":
+            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        elif spec["type"] == "int":
+            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+    return params
+
+
+def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def study_storage_url(study_directory: Path) -> str:
+    return f"sqlite:///{study_directory / contract.STUDY_DB_FILE}"
+
+
+def run_sweep(
+    config: PipelineConfig,
+    backbone: str,
+    variant: str,
+    client: MlflowClient | None = None,
+    progress: ProgressCallback | None = None,
+) -> SweepSummary:
+    """Run (or complete) the sweep of ``backbone`` × ``variant`` described by ``config.hpo_config``."""
+    if backbone not in config.backbones:
+        raise ValueError(f"backbone {backbone!r} is not configured; configured backbones: {list(config.backbones)}")
+    variants = config.hpo_config["variants"]
+    if variant not in variants:
+        raise ValueError(f"variant {variant!r} is not in hpo_config.variants: {sorted(variants)}")
+    report = progress or (lambda message: logger.info(message))
+    client = client or make_client(config.mlflow.tracking_uri)
+    variant_config = variants[variant]
+    objective = config.objective
+    metric_name, direction = objective["metric"], objective.get("direction", "maximize")
+    data_fp = data_fingerprint(config.data_config)
+    study_key = study_key_hash(backbone, variant, data_fp, variant_config, objective)
+    name = contract.study_name(backbone, variant)
+    study_directory = contract.study_dir(config.hpo_output_dir, backbone, study_key)
+    study_directory.mkdir(parents=True, exist_ok=True)
+    storage = study_storage_url(study_directory)
+
+    dataset = write_dataset(config.data_config, config.root_dir)
+    max_length = int(config.data_config["max_length"])
+    vocab_size = int(config.data_config["vocab_size"])
+    train, validation = load_split(dataset.train, max_length), load_split(dataset.validation, max_length)
+    experiment_id = get_or_create_experiment(
+        client, config.mlflow.hpo_experiment_name(backbone), default_artifact_location(config.mlflow.tracking_uri, config.root_dir)
+    )
+
+    hpo_seed = int(config.hpo_config.get("seed", 0))
+    sampler = optuna.samplers.TPESampler(seed=hpo_seed, n_startup_trials=4)
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise ValueError(f"study {name} in {storage} is {study.direction.name.lower()}, but the config asks to {direction}")
+    for key, value in {
+        contract.STUDY_ATTR_BACKBONE: backbone,
+        contract.STUDY_ATTR_VARIANT: variant,
+        contract.STUDY_ATTR_STUDY_KEY_HASH: study_key,
+        contract.STUDY_ATTR_DATA_FINGERPRINT: data_fp,
+        "metric_name": metric_name,
+    }.items():
+        study.set_user_attr(key, value)
+
+    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    existing = study.get_trials(deepcopy=False, states=finished_states)
+    n_trials = int(variant_config["n_trials"])
+    remaining = max(0, n_trials - len(existing))
+    completed_keys = {
+        t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH): t.number for t in existing if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    finished_runs = {
+        run.data.tags[contract.TAG_TRIAL_KEY_HASH]: run
+        for run in search_all_runs(
+            client, [experiment_id], f"tags.`{contract.TAG_STUDY_KEY_HASH}` = '{study_key}' and attributes.status = 'FINISHED'"
+        )
+    }
+    started = time.monotonic()
+    ran = 0
+
+    def objective_fn(trial: optuna.Trial) -> float:
+        nonlocal ran
+        hyperparameters = _sample(trial, variant_config["search_space"])
+        trial_key = trial_key_hash(study_key, hyperparameters)
+        trial.set_user_attr(contract.ATTR_TRIAL_KEY_HASH, trial_key)
+        if trial_key in completed_keys:
+            trial.set_user_attr("duplicate_of", completed_keys[trial_key])
+            raise optuna.TrialPruned(f"hyperparameters identical to trial {completed_keys[trial_key]}")
+        folder = contract.trial_dir(config.hpo_output_dir, backbone, study_key, trial_key)
+        metrics_path = folder / contract.METRICS_FILE
+        reusable = finished_runs.get(trial_key)
+        if reusable is not None and metrics_path.exists():
+            # A previous sweep finished this trial in MLflow and on disk but died before Optuna recorded it.
+            trial.set_user_attr(contract.ATTR_MLFLOW_RUN_ID, reusable.info.run_id)
+            completed_keys[trial_key] = trial.number
+            return float(json.loads(metrics_path.read_text(encoding="utf-8"))[metric_name])
+
+        run = client.create_run(
+            experiment_id,
+            run_name=f"{name}_trial_{trial.number}",
+            tags={
+                contract.TAG_BACKBONE: backbone,
+                contract.TAG_VARIANT: variant,
+                contract.TAG_STUDY_NAME: name,
+                contract.TAG_STUDY_KEY_HASH: study_key,
+                contract.TAG_TRIAL_KEY_HASH: trial_key,
+                contract.TAG_TRIAL_NUMBER: str(trial.number),
+                contract.TAG_DATA_FINGERPRINT: data_fp,
+            },
+        )
+        run_id = run.info.run_id
+        try:
+            trial_started = time.monotonic()
+            seed = hpo_seed * 10_000 + trial.number
+            torch.manual_seed(seed)
+            model = build_model(backbone, hyperparameters, vocab_size, len(LABELS), max_length)
+            losses = train_model(model, train, hyperparameters, int(variant_config["epochs"]), int(config.hpo_config.get("batch_size", 32)), seed)
+            value = macro_f1(predict(model, validation), validation.labels)
+            train_seconds = time.monotonic() - trial_started
+            folder.mkdir(parents=True, exist_ok=True)
+            export_error = export_onnx(model, folder / contract.ONNX_FILE, max_length)
+            torch.save(model.state_dict(), folder / contract.CHECKPOINT_FILE)
+            metrics = {
+                metric_name: value,
+                "train_loss": losses[-1],
+                "train_seconds": train_seconds,
+                "onnx_max_abs_diff": export_error,
+                "num_parameters": float(sum(p.numel() for p in model.parameters())),
+            }
+            meta = {
+                "backbone": backbone,
+                "variant": variant,
+                "study_name": name,
+                "study_key_hash": study_key,
+                "trial_key_hash": trial_key,
+                "trial_number": trial.number,
+                "mlflow_run_id": run_id,
+                "hyperparameters": hyperparameters,
+                "data_fingerprint": data_fp,
+                "objective": {"metric": metric_name, "direction": direction},
+                "seed": seed,
+            }
+            _write_json_atomically(folder / contract.TRIAL_META_FILE, meta)
+            _write_json_atomically(metrics_path, metrics)
+            timestamp = int(time.time() * 1000)
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), timestamp, 0) for k, v in sorted(metrics.items())],
+                params=[Param(k, str(v)) for k, v in sorted(hyperparameters.items())],
+            )
+            for artifact in (contract.ONNX_FILE, contract.CHECKPOINT_FILE, contract.TRIAL_META_FILE):
+                client.log_artifact(run_id, str(folder / artifact), contract.MODEL_ARTIFACT_DIR)
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        trial.set_user_attr(contract.ATTR_MLFLOW_RUN_ID, run_id)
+        completed_keys[trial_key] = trial.number
+        ran += 1
+        elapsed = time.monotonic() - started
+        eta = elapsed / ran * (remaining - ran)
+        report(
+            f"[{name}] trial {ran}/{remaining} (#{trial.number}) {metric_name}={value:.4f} "
+            f"in {train_seconds:.1f}s; elapsed {elapsed:.0f}s, ~{eta:.0f}s left"
+        )
+        return value
+
+    if remaining:
+        report(f"[{name}] running {remaining} of {n_trials} trials ({len(existing)} already finished)")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(objective_fn, n_trials=remaining)
+    else:
+        report(f"[{name}] all {n_trials} trials already finished; nothing to run")
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = None
+    if complete:
+        values = [t.value for t in complete if t.value is not None]
+        best = (max if direction == "maximize" else min)(values) if values else None
+    return SweepSummary(
+        backbone=backbone,
+        variant=variant,
+        study_name=name,
+        study_key_hash=study_key,
+        study_dir=str(study_directory),
+        storage_url=storage,
+        experiment_id=experiment_id,
+        trials_in_study=len(study.get_trials(deepcopy=False, states=finished_states)),
+        trials_run_now=ran,
+        best_value=best,
+    )

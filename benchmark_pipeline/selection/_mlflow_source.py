@@ -1,0 +1,103 @@
+"""Eligible trials from the MLflow runs of a backbone's HPO experiment."""
+
+from __future__ import annotations
+
+import logging
+
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from benchmark_pipeline.hpo import contract
+from benchmark_pipeline.selection._params import parse_param
+from benchmark_pipeline.selection.records import SOURCE_MLFLOW, SourceScan, TrialCandidate, is_finite_metric
+from benchmark_pipeline.tracking import (
+    MlflowUnavailableError,
+    client_tracking_uri,
+    ensure_reachable,
+    resolve_experiment_id,
+    search_all_runs,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def variant_of(tags: dict[str, str]) -> str:
+    """``code.variant`` tag; else parsed from ``code.study_name`` (``…_v2``); else ``"default"``."""
+    return tags.get(contract.TAG_VARIANT) or contract.variant_from_study_name(tags.get(contract.TAG_STUDY_NAME)) or contract.DEFAULT_VARIANT
+
+
+def scan_mlflow(
+    backbone: str,
+    experiment: dict[str, str] | None,
+    metric_name: str,
+    client: MlflowClient | None,
+    data_fp: str | None = None,
+    timeout_s: float = 3.0,
+) -> SourceScan:
+    """Classify every run tagged ``code.backbone = backbone`` in the backbone's HPO experiment.
+
+    All runs are fetched, page by page (deleted ones too, so that they are counted): a run is eligible when
+    it is FINISHED, active, carries the required tags and a finite objective metric, and — when it says
+    which data it was trained on (``code.data_fingerprint``) — matches ``data_fp``.
+    """
+    if client is None:
+        return SourceScan(SOURCE_MLFLOW, backbone, available=False, error="no MLflow tracking URI configured")
+    uri = client_tracking_uri(client)
+    try:
+        ensure_reachable(uri, timeout_s)
+        experiment_id = resolve_experiment_id(client, experiment)
+        if experiment_id is None:
+            return SourceScan(SOURCE_MLFLOW, backbone, available=True, looked_at=[f"{uri} experiment {experiment!r} (missing)"])
+        # Backbone names are safe components (no quotes), so they can be spliced into the filter.
+        runs = search_all_runs(
+            client, [experiment_id], f"tags.`{contract.TAG_BACKBONE}` = '{backbone}'", run_view_type=ViewType.ALL
+        )
+    except (MlflowUnavailableError, MlflowException, OSError) as error:
+        return SourceScan(SOURCE_MLFLOW, backbone, available=False, error=f"{type(error).__name__}: {error}")
+    scan = SourceScan(SOURCE_MLFLOW, backbone, available=True, looked_at=[f"{uri} experiment {experiment_id}"])
+    for run in runs:
+        tags = run.data.tags
+        variant = variant_of(tags) if contract.TAG_VARIANT in tags or contract.TAG_STUDY_NAME in tags else None
+        if run.info.lifecycle_stage == "deleted":
+            scan.exclude("deleted", variant)
+            continue
+        if run.info.status != "FINISHED":
+            scan.exclude(f"status_{run.info.status.lower()}", variant)
+            continue
+        missing = [tag for tag in contract.REQUIRED_RUN_TAGS if not tags.get(tag)]
+        if missing:
+            scan.exclude(f"missing_tag:{missing[0]}", variant)
+            continue
+        value = run.data.metrics.get(metric_name)
+        if value is None:
+            scan.exclude("missing_metric", variant)
+            continue
+        if not is_finite_metric(value):
+            scan.exclude("non_finite_metric", variant)
+            continue
+        if data_fp and tags.get(contract.TAG_DATA_FINGERPRINT, data_fp) != data_fp:
+            scan.exclude("other_data_fingerprint", variant)
+            continue
+        number_tag = tags.get(contract.TAG_TRIAL_NUMBER)
+        try:
+            trial_number = int(number_tag) if number_tag is not None else None
+        except ValueError:
+            scan.exclude("malformed_trial_number", variant)
+            continue
+        scan.eligible.append(
+            TrialCandidate(
+                source=SOURCE_MLFLOW,
+                backbone=backbone,
+                variant=variant_of(tags),
+                trial_id=tags[contract.TAG_TRIAL_KEY_HASH],
+                metric=float(value),
+                trial_number=trial_number,
+                run_id=run.info.run_id,
+                study_name=tags.get(contract.TAG_STUDY_NAME),
+                study_key_hash=tags[contract.TAG_STUDY_KEY_HASH],
+                hyperparameters={k: parse_param(v) for k, v in sorted(run.data.params.items())},
+                location=f"mlflow run {run.info.run_id}",
+            )
+        )
+    return scan

@@ -1,0 +1,114 @@
+"""Eligible trials from Optuna studies: the ``study.db`` files under the HPO folder and any configured storages.
+
+``study.best_trial`` is not used: with RDB storages it breaks ties arbitrarily. Every COMPLETE trial is a
+candidate and the shared tie-break picks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import optuna
+
+from benchmark_pipeline.hpo import contract
+from benchmark_pipeline.selection.records import SOURCE_STUDY, SourceScan, TrialCandidate, is_finite_metric
+
+logger = logging.getLogger(__name__)
+
+
+class StudyDirectionError(ValueError):
+    """A study optimizes in the opposite direction from ``hpo_config["objective"]["direction"]``."""
+
+
+def _study_belongs_to(study: optuna.Study, backbone: str) -> bool:
+    owner = study.user_attrs.get(contract.STUDY_ATTR_BACKBONE)
+    if owner is not None:
+        return owner == backbone
+    return study.study_name.startswith(f"{backbone}_")
+
+
+def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction: str, hpo_dir: Path, data_fp: str | None) -> None:
+    if len(study.directions) != 1:
+        scan.exclude("multi_objective_study")
+        return
+    study_direction = study.direction.name.lower()
+    if study_direction != direction:
+        raise StudyDirectionError(
+            f"study {study.study_name!r} in {location} is set to {study_direction}, "
+            f"but hpo_config.objective.direction is {direction!r}"
+        )
+    attrs = study.user_attrs
+    variant = attrs.get(contract.STUDY_ATTR_VARIANT) or contract.variant_from_study_name(study.study_name) or contract.DEFAULT_VARIANT
+    study_fp = attrs.get(contract.STUDY_ATTR_DATA_FINGERPRINT)
+    if data_fp and study_fp and study_fp != data_fp:
+        scan.exclude("other_data_fingerprint", variant)
+        return
+    study_key = attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            scan.exclude(f"state_{trial.state.name.lower()}", variant)
+            continue
+        if not is_finite_metric(trial.value):
+            scan.exclude("non_finite_metric", variant)
+            continue
+        trial_key = trial.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH)
+        if not trial_key:
+            scan.exclude(f"missing_attr:{contract.ATTR_TRIAL_KEY_HASH}", variant)
+            continue
+        folder = contract.trial_dir(hpo_dir, scan.backbone, study_key, trial_key) if study_key else None
+        scan.eligible.append(
+            TrialCandidate(
+                source=SOURCE_STUDY,
+                backbone=scan.backbone,
+                variant=variant,
+                trial_id=trial_key,
+                metric=float(trial.value),
+                trial_number=trial.number,
+                run_id=trial.user_attrs.get(contract.ATTR_MLFLOW_RUN_ID),
+                study_name=study.study_name,
+                study_key_hash=study_key,
+                hyperparameters=dict(sorted(trial.params.items())),
+                trial_dir=str(folder) if folder is not None and folder.is_dir() else None,
+                location=f"{location} study {study.study_name} trial {trial.number}",
+            )
+        )
+
+
+def study_storages(hpo_dir: Path, backbone: str, extra_storages: Iterable[str] = ()) -> list[str]:
+    """``study.db`` files under ``hpo_dir/backbone/study-*/`` (sorted), then configured storage URLs."""
+    found = sorted((hpo_dir / backbone).glob(f"study-*/{contract.STUDY_DB_FILE}"))
+    return [f"sqlite:///{path}" for path in found] + list(extra_storages)
+
+
+def scan_studies(
+    backbone: str,
+    hpo_dir: Path,
+    direction: str,
+    extra_storages: Iterable[str] = (),
+    studies: Iterable[optuna.Study] = (),
+    data_fp: str | None = None,
+) -> SourceScan:
+    """Classify every trial of every study of ``backbone`` found in the storages (and in ``studies``)."""
+    storages = study_storages(hpo_dir, backbone, extra_storages)
+    given = list(studies)
+    scan = SourceScan(SOURCE_STUDY, backbone, available=bool(storages or given), looked_at=storages or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"])
+    if not scan.available:
+        scan.error = f"no Optuna study storage found under {hpo_dir / backbone}"
+        return scan
+    for storage in storages:
+        try:
+            names = optuna.study.get_all_study_names(storage)
+            loaded = [optuna.load_study(study_name=name, storage=storage) for name in sorted(names)]
+        except Exception as error:  # a corrupt or foreign database must not take the other sources down
+            logger.warning("Optuna storage %s is unreadable for backbone %s: %s: %s", storage, backbone, type(error).__name__, error)
+            scan.exclude("unreadable_storage")
+            continue
+        for study in loaded:
+            if _study_belongs_to(study, backbone):
+                _scan_study(scan, study, storage, direction, hpo_dir, data_fp)
+    for study in given:
+        if _study_belongs_to(study, backbone):
+            _scan_study(scan, study, "<given study>", direction, hpo_dir, data_fp)
+    return scan

@@ -1,0 +1,97 @@
+"""Records that cross the selection layer's boundaries, and the one ordering every source shares."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SOURCE_MLFLOW = "mlflow"
+SOURCE_STUDY = "study"
+SOURCE_DISK = "disk"
+#: Source priority, highest first.
+SOURCE_PRIORITY: tuple[str, ...] = (SOURCE_MLFLOW, SOURCE_STUDY, SOURCE_DISK)
+
+# MLflow's SQL stores clamp ±inf to ±sys.float_info.max when a metric is logged, so an "infinite" metric
+# comes back finite; anything at that magnitude is treated as the infinity it was.
+_CLAMPED_INFINITY = sys.float_info.max
+
+
+def is_finite_metric(value: Any) -> bool:
+    """True for a real, finite number (bools and MLflow's clamped infinities excluded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and abs(value) < _CLAMPED_INFINITY
+
+
+@dataclass(frozen=True)
+class TrialCandidate:
+    """One eligible trial as one source sees it."""
+
+    source: str
+    backbone: str
+    variant: str
+    trial_id: str
+    metric: float
+    trial_number: int | None = None
+    run_id: str | None = None
+    study_name: str | None = None
+    study_key_hash: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    trial_dir: str | None = None
+    location: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tie_break_key(candidate: TrialCandidate, direction: str) -> tuple[Any, ...]:
+    """Sort key: best objective first; ties → lowest trial number (missing numbers last), then the smallest
+    ``trial_id`` (the trial_key_hash), then the smallest MLflow run id (missing run ids first).
+
+    The key is total over candidates with distinct identities, so the pick never depends on the order in
+    which runs, trials or folders were listed.
+    """
+    objective = -candidate.metric if direction == "maximize" else candidate.metric
+    number = candidate.trial_number if candidate.trial_number is not None else sys.maxsize
+    return (objective, number, candidate.trial_id, candidate.run_id or "")
+
+
+@dataclass
+class SourceScan:
+    """Everything one source holds for one backbone: eligible candidates and counted exclusions.
+
+    ``ineligible`` counts ``(reason, variant)`` pairs; ``variant`` is ``None`` when the excluded item did not
+    say which variant it belonged to (such items count against every variant of the backbone).
+    """
+
+    source: str
+    backbone: str
+    available: bool
+    error: str | None = None
+    eligible: list[TrialCandidate] = field(default_factory=list)
+    ineligible: Counter[tuple[str, str | None]] = field(default_factory=Counter)
+    looked_at: list[str] = field(default_factory=list)
+
+    def exclude(self, reason: str, variant: str | None = None) -> None:
+        self.ineligible[(reason, variant)] += 1
+
+    def variants(self) -> set[str]:
+        return {c.variant for c in self.eligible}
+
+    def candidates_for(self, variant: str | None) -> list[TrialCandidate]:
+        return [c for c in self.eligible if variant is None or c.variant == variant]
+
+    def ineligible_counts(self, variant: str | None = None) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for (reason, item_variant), count in self.ineligible.items():
+            if variant is None or item_variant in (None, variant):
+                counts[reason] += count
+        return dict(sorted(counts.items()))
+
+    def best(self, direction: str, variant: str | None = None) -> TrialCandidate | None:
+        """The best eligible candidate (of ``variant``, or of all variants when ``None``), or ``None``."""
+        candidates = self.candidates_for(variant)
+        return min(candidates, key=lambda c: tie_break_key(c, direction)) if candidates else None

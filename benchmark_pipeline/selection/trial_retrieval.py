@@ -1,0 +1,283 @@
+"""Deterministic best-trial retrieval with an explicit source priority: MLflow > Optuna study > disk.
+
+The rules (the contract, also in ``docs/selection.md``):
+
+1. Each source is scanned for every eligible trial of a backbone (see the ``scan_*`` functions for what is
+   eligible); ineligible items are counted per reason and logged, never dropped silently.
+2. A source *answers* a partition (a backbone, or a backbone × variant) only when it is reachable and has at
+   least one eligible trial for it; the highest-priority answering source wins.
+3. Within a source, the best trial is the one with the best objective value; ties go to the lowest trial
+   number, then the smallest trial_key_hash, then the smallest MLflow run id (:func:`tie_break_key`).
+4. When available sources pick different trials for a partition, a WARNING names each pick and the
+   source used; ``trial_info["sources_agree"]`` is False and ``trial_info["disagreements"]`` lists them.
+5. An unreachable MLflow server is a WARNING and a fallback, found within ``mlflow_timeout_s``; no eligible
+   trial in any source for a requested backbone is a :class:`NoTrialsFoundError` naming where it looked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from benchmark_pipeline.config import validate_objective
+from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
+from benchmark_pipeline.hpo import contract
+from benchmark_pipeline.selection._disk_source import scan_disk
+from benchmark_pipeline.selection._mlflow_source import scan_mlflow
+from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
+from benchmark_pipeline.selection.records import (
+    SOURCE_DISK,
+    SOURCE_MLFLOW,
+    SOURCE_PRIORITY,
+    SOURCE_STUDY,
+    SourceScan,
+    TrialCandidate,
+)
+from benchmark_pipeline.tracking import make_client
+
+logger = logging.getLogger(__name__)
+
+SELECTION_SCOPES = ("overall", "per_variant")
+
+__all__ = [
+    "NoTrialsFoundError",
+    "SELECTION_SCOPES",
+    "StudyDirectionError",
+    "compare_sources",
+    "retrieve_best_trials",
+    "retrieve_from_disk",
+    "retrieve_from_mlflow",
+    "retrieve_from_study",
+]
+
+
+class NoTrialsFoundError(LookupError):
+    """No source holds an eligible trial for a requested backbone (the message says where it looked)."""
+
+
+def retrieve_from_mlflow(
+    backbone: str,
+    hpo_experiments: Mapping[str, Mapping[str, str]],
+    hpo_config: Mapping[str, Any],
+    mlflow_client: MlflowClient | None,
+    data_config: Mapping[str, Any] | None = None,
+    timeout_s: float = 3.0,
+) -> SourceScan:
+    """Scan the MLflow runs of ``backbone``'s HPO experiment (``hpo_experiments[backbone]``: ``{name, id}``)."""
+    objective = validate_objective(hpo_config)
+    experiment = dict(hpo_experiments[backbone]) if backbone in hpo_experiments else None
+    data_fp = data_fingerprint(data_config) if data_config else None
+    return scan_mlflow(backbone, experiment, objective["metric"], mlflow_client, data_fp, timeout_s)
+
+
+def retrieve_from_study(
+    backbone: str,
+    hpo_dir: Path,
+    hpo_config: Mapping[str, Any],
+    storages: Iterable[str] = (),
+    studies: Iterable[optuna.Study] = (),
+    data_config: Mapping[str, Any] | None = None,
+) -> SourceScan:
+    """Scan the Optuna studies of ``backbone``; raises :class:`StudyDirectionError` on a contrary direction."""
+    objective = validate_objective(hpo_config)
+    data_fp = data_fingerprint(data_config) if data_config else None
+    return scan_studies(backbone, hpo_dir, objective["direction"], storages, studies, data_fp)
+
+
+def retrieve_from_disk(
+    backbone: str, hpo_dir: Path, hpo_config: Mapping[str, Any], data_config: Mapping[str, Any] | None = None
+) -> SourceScan:
+    """Scan the trial folders of ``backbone`` under ``hpo_dir``."""
+    objective = validate_objective(hpo_config)
+    data_fp = data_fingerprint(data_config) if data_config else None
+    return scan_disk(backbone, hpo_dir, objective["metric"], data_fp)
+
+
+def compare_sources(picks: Mapping[str, TrialCandidate | None]) -> list[dict[str, Any]]:
+    """The picks (in priority order) that differ from the highest-priority pick, as dicts with ``source``,
+    ``trial_id``, ``metric`` and ``run_id``. Empty when every available pick names the same trial."""
+    ordered = [(source, picks[source]) for source in SOURCE_PRIORITY if picks.get(source) is not None]
+    if not ordered:
+        return []
+    chosen = ordered[0][1]
+    assert chosen is not None
+    return [
+        {"source": source, "trial_id": pick.trial_id, "metric": pick.metric, "run_id": pick.run_id}
+        for source, pick in ordered[1:]
+        if pick is not None and pick.trial_id != chosen.trial_id
+    ]
+
+
+def _candidate_summary(scan: SourceScan, pick: TrialCandidate | None, variant: str | None) -> dict[str, Any]:
+    return {
+        "available": scan.available,
+        "error": scan.error,
+        "looked_at": list(scan.looked_at),
+        "eligible": len(scan.candidates_for(variant)),
+        "ineligible": scan.ineligible_counts(variant),
+        "pick": None
+        if pick is None
+        else {"trial_id": pick.trial_id, "metric": pick.metric, "run_id": pick.run_id, "trial_number": pick.trial_number, "variant": pick.variant},
+    }
+
+
+def _fill_cross_references(chosen: TrialCandidate, picks: Mapping[str, TrialCandidate | None], scans: Mapping[str, SourceScan], hpo_dir: Path) -> dict[str, Any]:
+    """Run id, trial folder and model locations for the chosen trial, from whichever source knows them."""
+    same_trial = [c for scan in scans.values() for c in scan.eligible if c.trial_id == chosen.trial_id]
+    run_id = chosen.run_id or next((c.run_id for c in same_trial if c.run_id), None)
+    folder = chosen.trial_dir or next((c.trial_dir for c in same_trial if c.trial_dir), None)
+    if folder is None and chosen.study_key_hash:
+        guess = contract.trial_dir(hpo_dir, chosen.backbone, chosen.study_key_hash, chosen.trial_id)
+        folder = str(guess) if guess.is_dir() else None
+    model_path = str(Path(folder) / contract.ONNX_FILE) if folder and (Path(folder) / contract.ONNX_FILE).is_file() else None
+    return {
+        "run_id": run_id,
+        "trial_dir": folder,
+        "model_path": model_path,
+        "model_uri": f"runs:/{run_id}/{contract.MODEL_ARTIFACT_DIR}/{contract.ONNX_FILE}" if run_id else None,
+    }
+
+
+def _select_partition(
+    backbone: str,
+    variant: str | None,
+    scans: Mapping[str, SourceScan],
+    objective: Mapping[str, str],
+    hpo_dir: Path,
+    selection_scope: str,
+) -> dict[str, Any] | None:
+    direction = objective["direction"]
+    picks = {source: scans[source].best(direction, variant) if scans[source].available else None for source in SOURCE_PRIORITY}
+    answering = next((source for source in SOURCE_PRIORITY if picks[source] is not None), None)
+    if answering is None:
+        return None
+    chosen = picks[answering]
+    assert chosen is not None
+    disagreements = compare_sources(picks)
+    partition = backbone if variant is None else f"{backbone}/{variant}"
+    if disagreements:
+        others = ", ".join(f"{d['source']}={d['trial_id'][:12]} ({d['metric']:.6g})" for d in disagreements)
+        logger.warning(
+            "Sources disagree on the best trial for %s: %s=%s (%.6g), %s. Using %s (higher priority).",
+            partition, answering, chosen.trial_id[:12], chosen.metric, others, answering,
+        )
+    info: dict[str, Any] = {
+        "backbone": backbone,
+        "variant": chosen.variant,
+        "trial_id": chosen.trial_id,
+        "trial_key_hash": chosen.trial_id,
+        "trial_number": chosen.trial_number,
+        "study_name": chosen.study_name,
+        "study_key_hash": chosen.study_key_hash,
+        "metric_name": objective["metric"],
+        "metric": chosen.metric,
+        "direction": direction,
+        "source": answering,
+        "selection_scope": selection_scope,
+        "hyperparameters": dict(chosen.hyperparameters),
+        "sources_agree": not disagreements,
+        "disagreements": disagreements,
+        "candidates": {source: _candidate_summary(scans[source], picks[source], variant) for source in SOURCE_PRIORITY},
+    }
+    info.update(_fill_cross_references(chosen, picks, scans, hpo_dir))
+    logger.info(
+        "Best trial for %s: %s (#%s) %s=%.6g from %s; ineligible: %s",
+        partition, chosen.trial_id[:12], chosen.trial_number, objective["metric"], chosen.metric, answering,
+        {s: scans[s].ineligible_counts(variant) for s in SOURCE_PRIORITY if scans[s].ineligible_counts(variant)} or "none",
+    )
+    return info
+
+
+def _default_client(selection_config: Mapping[str, Any]) -> MlflowClient | None:
+    uri = selection_config.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    return make_client(uri) if uri else None
+
+
+def retrieve_best_trials(
+    backbone_values: list[str],
+    hpo_experiments: dict[str, dict[str, str]],
+    benchmark_experiment: dict[str, str] | None,
+    selection_config: dict[str, Any],
+    hpo_config: dict[str, Any],
+    data_config: dict[str, Any],
+    root_dir: Path,
+    environment: str,
+    selection_scope: str = "overall",
+    mlflow_client: MlflowClient | None = None,
+) -> dict[str, Any]:
+    """Retrieve the best trial per backbone (``"overall"``) or per backbone and variant (``"per_variant"``).
+
+    Args:
+        backbone_values: backbones to select for; each must be a safe name (``[A-Za-z0-9._-]``).
+        hpo_experiments: ``{backbone: {"name": ..., "id": ...}}``; either key may be given.
+        benchmark_experiment: accepted for the design document's signature; selection does not read it.
+        selection_config: optional ``tracking_uri`` (used when ``mlflow_client`` is None; else
+            ``$MLFLOW_TRACKING_URI``; else MLflow is skipped), ``hpo_output_dir`` (default
+            ``{root_dir}/outputs/hpo/{environment}``), ``optuna_storages`` (extra storage URLs),
+            ``optuna_studies`` (``{backbone: optuna.Study}``), ``mlflow_timeout_s`` (default 3).
+        hpo_config: its ``objective`` gives the metric and direction.
+        data_config: trials that record a different data fingerprint are ineligible.
+        selection_scope: ``"overall"`` → ``{backbone: trial_info}``; ``"per_variant"`` →
+            ``{backbone: {variant: trial_info}}`` (variants sorted).
+
+    Raises:
+        ValueError: unknown ``selection_scope`` or an unsafe backbone name.
+        StudyDirectionError: a study's direction contradicts the config.
+        NoTrialsFoundError: no source has an eligible trial for a backbone.
+    """
+    if selection_scope not in SELECTION_SCOPES:
+        raise ValueError(f"selection_scope must be one of {SELECTION_SCOPES}, got {selection_scope!r}")
+    objective = validate_objective(hpo_config)
+    for backbone in backbone_values:
+        require_safe_component(backbone, "backbone")
+    hpo_dir = Path(selection_config.get("hpo_output_dir") or Path(root_dir) / "outputs" / "hpo" / environment)
+    client = mlflow_client if mlflow_client is not None else _default_client(selection_config)
+    timeout_s = float(selection_config.get("mlflow_timeout_s", 3.0))
+    studies = selection_config.get("optuna_studies") or {}
+    storages = selection_config.get("optuna_storages") or ()
+
+    results: dict[str, Any] = {}
+    mlflow_outage_reported = False
+    for backbone in sorted(set(backbone_values), key=backbone_values.index):
+        scans = {
+            SOURCE_MLFLOW: retrieve_from_mlflow(backbone, hpo_experiments, hpo_config, client, data_config, timeout_s),
+            SOURCE_STUDY: retrieve_from_study(backbone, hpo_dir, hpo_config, storages, [studies[backbone]] if backbone in studies else (), data_config),
+            SOURCE_DISK: retrieve_from_disk(backbone, hpo_dir, hpo_config, data_config),
+        }
+        mlflow_scan = scans[SOURCE_MLFLOW]
+        if client is not None and not mlflow_scan.available and not mlflow_outage_reported:
+            logger.warning("MLflow is unavailable (%s); falling back to Optuna studies and disk", mlflow_scan.error)
+            mlflow_outage_reported = True
+        if selection_scope == "overall":
+            info = _select_partition(backbone, None, scans, objective, hpo_dir, selection_scope)
+            if info is None:
+                raise NoTrialsFoundError(_nothing_found_message(backbone, scans))
+            results[backbone] = info
+        else:
+            variants = sorted(set().union(*(scan.variants() for scan in scans.values() if scan.available)))
+            if not variants:
+                raise NoTrialsFoundError(_nothing_found_message(backbone, scans))
+            per_variant = {}
+            for variant in variants:
+                info = _select_partition(backbone, variant, scans, objective, hpo_dir, selection_scope)
+                assert info is not None  # the variant came from an eligible candidate
+                per_variant[variant] = info
+            results[backbone] = per_variant
+    return results
+
+
+def _nothing_found_message(backbone: str, scans: Mapping[str, SourceScan]) -> str:
+    lines = [f"no eligible trial for backbone {backbone!r} in any source:"]
+    for source in SOURCE_PRIORITY:
+        scan = scans[source]
+        state = "unavailable" if not scan.available else f"{len(scan.eligible)} eligible"
+        detail = f" ({scan.error})" if scan.error else ""
+        excluded = f"; ineligible {scan.ineligible_counts()}" if scan.ineligible else ""
+        lines.append(f"  {source}: {state}{detail}; looked at {', '.join(scan.looked_at) or 'nothing'}{excluded}")
+    return "\n".join(lines)
