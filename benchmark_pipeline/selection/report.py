@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-
-def iter_trial_infos(best_trials: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Yield every ``trial_info`` of a retrieval result, in either shape (overall or per_variant),
-    in backbone order then variant order."""
-    for backbone in best_trials:
-        entry = best_trials[backbone]
-        if "trial_id" in entry:
-            yield entry
-        else:
-            for variant in sorted(entry):
-                yield entry[variant]
+from benchmark_pipeline.selection.shapes import iter_trial_infos
 
 
 def agreement_label(trial_info: Mapping[str, Any]) -> str:

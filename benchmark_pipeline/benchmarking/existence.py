@@ -1,0 +1,88 @@
+"""Does a benchmark already exist? MLflow (authoritative) first, then the disk cache.
+
+Only a FINISHED, non-deleted run tagged ``benchmark_key`` counts in MLflow: FAILED, KILLED and RUNNING runs
+never block a rerun (a crashed benchmark leaves one of those).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_cache_entry
+from benchmark_pipeline.benchmarking.keys import parse_benchmark_key
+from benchmark_pipeline.tracking import resolve_experiment_id, search_all_runs
+
+logger = logging.getLogger(__name__)
+
+BENCHMARK_KEY_TAG = "benchmark_key"
+
+
+@dataclass(frozen=True)
+class BenchmarkRunRecord:
+    run_id: str
+    status: str
+    start_time: int | None
+
+
+def benchmark_exists_in_mlflow(benchmark_key: str, benchmark_experiment: dict[str, str], mlflow_client: MlflowClient) -> bool:
+    """True when the benchmark experiment holds a FINISHED, active run tagged with ``benchmark_key``.
+
+    The status is part of the server-side filter, so a FAILED run listed first cannot hide a FINISHED one.
+    """
+    parse_benchmark_key(benchmark_key)  # a validated key holds no quote, so it is safe inside the filter
+    experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
+    if experiment_id is None:
+        return False
+    runs = mlflow_client.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.{BENCHMARK_KEY_TAG} = '{benchmark_key}' and attributes.status = 'FINISHED'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=1,
+    )
+    return len(runs) > 0
+
+
+def benchmark_exists_on_disk(benchmark_key: str, root_dir: Path, environment: str) -> Path | None:
+    """The cache file of ``benchmark_key`` when it exists and is valid, else ``None``."""
+    directory = cache_dir(root_dir, environment)
+    return cache_path(directory, benchmark_key) if read_cache_entry(directory, benchmark_key) is not None else None
+
+
+def benchmark_already_exists(
+    benchmark_key: str,
+    benchmark_experiment: dict[str, str],
+    root_dir: Path,
+    environment: str,
+    mlflow_client: MlflowClient | None = None,
+) -> bool:
+    """MLflow first (when a client is given), then the disk cache."""
+    if mlflow_client is not None and benchmark_exists_in_mlflow(benchmark_key, benchmark_experiment, mlflow_client):
+        return True
+    return benchmark_exists_on_disk(benchmark_key, root_dir, environment) is not None
+
+
+def fetch_benchmark_runs(mlflow_client: MlflowClient, benchmark_experiment: dict[str, str]) -> dict[str, list[BenchmarkRunRecord]]:
+    """Every active run of the benchmark experiment that carries a ``benchmark_key`` tag, grouped by key.
+
+    One paginated, tag-filtered search, whatever the number of keys: MLflow's filter language has no ``IN``
+    or ``OR`` for tags, so checking N keys one query each would cost N round trips.
+    """
+    experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
+    if experiment_id is None:
+        return {}
+    grouped: dict[str, list[BenchmarkRunRecord]] = defaultdict(list)
+    for run in search_all_runs(mlflow_client, [experiment_id], f"tags.{BENCHMARK_KEY_TAG} LIKE '%'", ViewType.ACTIVE_ONLY):
+        key = run.data.tags.get(BENCHMARK_KEY_TAG)
+        if key:
+            grouped[key].append(BenchmarkRunRecord(run.info.run_id, run.info.status, run.info.start_time))
+    return dict(grouped)
+
+
+def finished_keys(runs_by_key: dict[str, list[BenchmarkRunRecord]]) -> set[str]:
+    return {key for key, runs in runs_by_key.items() if any(r.status == "FINISHED" for r in runs)}
