@@ -16,7 +16,7 @@ shape once so later code can trust them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,9 +69,18 @@ class PipelineConfig:
     def objective(self) -> dict[str, str]:
         return dict(self.hpo_config["objective"])
 
-    def hpo_experiments(self) -> dict[str, dict[str, str]]:
-        """``{backbone: {"name": ...}}`` as ``retrieve_best_trials`` takes it (ids are resolved by name)."""
-        return {b: {"name": self.mlflow.hpo_experiment_name(b)} for b in self.backbones}
+    def hpo_experiments(self, backbones: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+        """``{backbone: {"name": ...}}`` as ``retrieve_best_trials`` takes it (ids are resolved by name),
+        for ``backbones`` (default: the configured ones)."""
+        return {b: {"name": self.mlflow.hpo_experiment_name(b)} for b in (self.backbones if backbones is None else backbones)}
+
+    def selection_config(self) -> dict[str, Any]:
+        """The ``selection_config`` argument of ``retrieve_best_trials`` for this deployment."""
+        return {
+            "tracking_uri": self.mlflow.tracking_uri,
+            "hpo_output_dir": str(self.hpo_output_dir),
+            "optuna_storages": list(self.optuna_storages),
+        }
 
     def benchmark_experiment(self) -> dict[str, str]:
         return {"name": self.mlflow.benchmark_experiment}
@@ -112,7 +121,10 @@ def validate_data_config(data_config: Any) -> dict[str, Any]:
     _require(data_config, "name", "data_config", str)
     if "version" not in data_config:
         raise ConfigError("data_config.version is required")
-    require_safe_component(str(data_config["version"]), "data_config.version")
+    try:
+        require_safe_component(str(data_config["version"]), "data_config.version")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for key in ("vocab_size", "max_length", "train_size", "validation_size", "test_size", "seed"):
         _positive_int(data_config, key, "data_config", allow_zero=key == "seed")
     if data_config["vocab_size"] < 64:

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Characters allowed in every identity component (benchmark key parts, variant and backbone names).
-SAFE_COMPONENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+#: ``\Z``, not ``$``: ``$`` also matches before a trailing newline, which would let ``"name\n"`` through.
+SAFE_COMPONENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 #: HPO config fields that control *how much* to search, not *what* is searched. Extending a sweep from
 #: 6 to 12 trials must keep the same study identity, so these never enter the study key.
@@ -48,7 +49,7 @@ def _normalize(value: Any, where: str) -> Any:
                 raise ValueError(f"cannot hash non-string key {key!r} at {where}")
             normalized[key] = _normalize(item, f"{where}.{key}")
         return normalized
-    if isinstance(value, Sequence):
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray, memoryview)):
         return [_normalize(item, f"{where}[{index}]") for index, item in enumerate(value)]
     raise ValueError(f"cannot hash value of type {type(value).__name__} at {where}: {value!r}")
 

@@ -6,6 +6,7 @@ from benchmark_pipeline.benchmarking.existence import (
     benchmark_exists_in_mlflow,
     benchmark_exists_on_disk,
     fetch_benchmark_runs,
+    find_existing_benchmark,
 )
 from benchmark_pipeline.benchmarking.keys import (
     build_benchmark_key,
@@ -35,6 +36,7 @@ __all__ = [
     "compute_config_hash",
     "compute_data_fingerprint",
     "fetch_benchmark_runs",
+    "find_existing_benchmark",
     "filter_missing_benchmarks",
     "format_benchmark_table",
     "key_for_trial",

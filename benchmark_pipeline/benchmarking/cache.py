@@ -1,7 +1,9 @@
 """The disk cache: one JSON file per benchmark key under ``{root}/outputs/benchmarking/{environment}/cache/``.
 
 * File names come from the key injectively and safely: ``benchmark_`` + the key with ``:`` spelled ``+``
-  (``+`` is outside the component alphabet, and a validated key has no ``/``), + ``.json``.
+  (``+`` is outside the component alphabet, and a validated key has no ``/``), + ``.json``. A key too long
+  for one file name (most file systems allow 255 bytes) is named by its SHA-256 instead: ``benchmark_sha256-``
+  + 64 hex digits + ``.json``, which holds no ``+`` and so never equals a readable name.
 * Files are written atomically (temporary file in the same folder, ``fsync``, ``os.replace``), so a file
   that exists always holds a complete result.
 * A file is trusted only when it parses and holds the same key; anything else is reported and ignored.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +25,8 @@ from benchmark_pipeline.benchmarking.keys import KEY_SEPARATOR, parse_benchmark_
 logger = logging.getLogger(__name__)
 
 CACHE_SCHEMA_VERSION = 1
+#: Longest cache file name written as the readable key; longer keys are named by their digest.
+MAX_FILE_NAME_LENGTH = 255
 
 
 def cache_dir(root_dir: Path, environment: str) -> Path:
@@ -31,7 +36,10 @@ def cache_dir(root_dir: Path, environment: str) -> Path:
 def cache_path(cache_directory: Path, benchmark_key: str) -> Path:
     """Path of the cache file for ``benchmark_key``; the key is validated first, so it cannot leave the folder."""
     parse_benchmark_key(benchmark_key)
-    return cache_directory / f"benchmark_{benchmark_key.replace(KEY_SEPARATOR, '+')}.json"
+    name = f"benchmark_{benchmark_key.replace(KEY_SEPARATOR, '+')}.json"
+    if len(name) > MAX_FILE_NAME_LENGTH:
+        name = f"benchmark_sha256-{hashlib.sha256(benchmark_key.encode('ascii')).hexdigest()}.json"
+    return cache_directory / name
 
 
 def read_cache_entry(cache_directory: Path, benchmark_key: str) -> dict[str, Any] | None:

@@ -6,10 +6,13 @@ never block a rerun (a crashed benchmark leaves one of those).
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
@@ -86,3 +89,41 @@ def fetch_benchmark_runs(mlflow_client: MlflowClient, benchmark_experiment: dict
 
 def finished_keys(runs_by_key: dict[str, list[BenchmarkRunRecord]]) -> set[str]:
     return {key for key, runs in runs_by_key.items() if any(r.status == "FINISHED" for r in runs)}
+
+
+def find_existing_benchmark(
+    benchmark_key: str,
+    benchmark_experiment: dict[str, str],
+    root_dir: Path,
+    environment: str,
+    mlflow_client: MlflowClient | None = None,
+) -> dict[str, Any] | None:
+    """The stored result of ``benchmark_key`` — from the disk cache, else from the FINISHED MLflow run's
+    ``benchmark.json`` — with ``mlflow_run_id`` and ``mlflow_experiment_id`` set when MLflow has it; ``None``
+    when the benchmark does not exist."""
+    run = None
+    experiment_id = None
+    if mlflow_client is not None:
+        experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
+        if experiment_id is not None:
+            parse_benchmark_key(benchmark_key)
+            runs = mlflow_client.search_runs(
+                experiment_ids=[experiment_id],
+                filter_string=f"tags.{BENCHMARK_KEY_TAG} = '{benchmark_key}' and attributes.status = 'FINISHED'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            run = runs[0] if runs else None
+    cached = read_cache_entry(cache_dir(root_dir, environment), benchmark_key)
+    result: dict[str, Any] | None = dict(cached["result"]) if cached else None
+    if result is None and run is not None:
+        with tempfile.TemporaryDirectory(prefix="benchmark_json_") as scratch:
+            path = mlflow_client.download_artifacts(run.info.run_id, "benchmark.json", scratch)  # type: ignore[union-attr]
+            result = json.loads(Path(path).read_text(encoding="utf-8"))
+    if result is None:
+        return None
+    result["mlflow_run_id"] = run.info.run_id if run is not None else (cached or {}).get("mlflow", {}).get("run_id")
+    result["mlflow_experiment_id"] = experiment_id
+    result["mlflow_logged"] = run is not None
+    return result

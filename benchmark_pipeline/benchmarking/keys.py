@@ -16,7 +16,8 @@ from benchmark_pipeline.hashing import config_hash, data_fingerprint, require_sa
 KEY_SEPARATOR = ":"
 DEFAULT_VARIANT = "default"
 UNKNOWN_RUN_ID = "unknown"
-#: Longest component accepted; keeps cache file names far under the usual 255-byte limit.
+#: Longest component accepted. Six of them can exceed a 255-byte file name; the disk cache names such keys
+#: by their digest (see :func:`benchmark_pipeline.benchmarking.cache.cache_path`).
 MAX_COMPONENT_LENGTH = 96
 
 
@@ -87,3 +88,4 @@ def key_for_trial(trial_info: Mapping[str, Any], data_config: Mapping[str, Any],
     return build_benchmark_key(
         trial_info["backbone"], trial_info.get("variant"), trial_info.get("run_id"), trial_info["trial_id"], data_config, benchmark_config
     )
+

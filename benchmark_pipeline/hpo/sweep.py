@@ -130,6 +130,12 @@ def run_sweep(
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise ValueError(f"study {name} in {storage} is {study.direction.name.lower()}, but the config asks to {direction}")
+    previous_trials = len(study.get_trials(deepcopy=False))
+    if previous_trials:
+        # A resumed or extended sweep must not replay the seeded sampler from its first draw: it would suggest
+        # the hyperparameters of trials 0, 1, ... again, and those trials would be pruned as duplicates. The
+        # seed also depends on how many trials the study holds (a fresh sweep keeps seed ``hpo_seed``).
+        study.sampler = optuna.samplers.TPESampler(seed=hpo_seed + 1_000_003 * previous_trials, n_startup_trials=4)
     for key, value in {
         contract.STUDY_ATTR_BACKBONE: backbone,
         contract.STUDY_ATTR_VARIANT: variant,

@@ -243,17 +243,21 @@ def retrieve_best_trials(
     storages = selection_config.get("optuna_storages") or ()
 
     results: dict[str, Any] = {}
-    mlflow_outage_reported = False
+    mlflow_outage: str | None = None
     for backbone in sorted(set(backbone_values), key=backbone_values.index):
+        if mlflow_outage is None:
+            mlflow_scan = retrieve_from_mlflow(backbone, hpo_experiments, hpo_config, client, data_config, timeout_s)
+        else:
+            # MLflow was found down for an earlier backbone: do not wait out the timeout again for each backbone.
+            mlflow_scan = SourceScan(SOURCE_MLFLOW, backbone, available=False, error=mlflow_outage)
         scans = {
-            SOURCE_MLFLOW: retrieve_from_mlflow(backbone, hpo_experiments, hpo_config, client, data_config, timeout_s),
+            SOURCE_MLFLOW: mlflow_scan,
             SOURCE_STUDY: retrieve_from_study(backbone, hpo_dir, hpo_config, storages, [studies[backbone]] if backbone in studies else (), data_config),
             SOURCE_DISK: retrieve_from_disk(backbone, hpo_dir, hpo_config, data_config),
         }
-        mlflow_scan = scans[SOURCE_MLFLOW]
-        if client is not None and not mlflow_scan.available and not mlflow_outage_reported:
+        if client is not None and not mlflow_scan.available and mlflow_outage is None:
             logger.warning("MLflow is unavailable (%s); falling back to Optuna studies and disk", mlflow_scan.error)
-            mlflow_outage_reported = True
+            mlflow_outage = mlflow_scan.error or "unavailable"
         if selection_scope == "overall":
             info = _select_partition(backbone, None, scans, objective, hpo_dir, selection_scope)
             if info is None:

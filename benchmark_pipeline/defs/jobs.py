@@ -1,0 +1,21 @@
+"""Asset jobs, one per partitioned asset (a job runs one partition; partitioning is inferred from the asset)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from benchmark_pipeline.defs.benchmark_assets import benchmark_result, benchmark_result_per_variant
+from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
+
+best_trial_job = dg.define_asset_job(
+    "best_trial_job", selection=dg.AssetSelection.assets(best_trial)
+)
+best_trial_per_variant_job = dg.define_asset_job(
+    "best_trial_per_variant_job", selection=dg.AssetSelection.assets(best_trial_per_variant)
+)
+benchmark_job = dg.define_asset_job(
+    "benchmark_job", selection=dg.AssetSelection.assets(benchmark_result)
+)
+benchmark_per_variant_job = dg.define_asset_job(
+    "benchmark_per_variant_job", selection=dg.AssetSelection.assets(benchmark_result_per_variant)
+)

@@ -1,0 +1,124 @@
+"""Sensors: ``benchmark_sensor`` (benchmark only what is missing) and ``partition_discovery_sensor``.
+
+``benchmark_sensor``, each tick:
+
+1. reads the benchmark key in the metadata of every registered partition's latest ``best_trial`` /
+   ``best_trial_per_variant`` materialization (one indexed event-log query per partition; Dagster's
+   one-query ``get_latest_tags_by_partition`` only serves its own whitelisted tags);
+2. asks MLflow once for every key of the benchmark experiment (one paginated, tag-filtered search), and
+   checks the disk cache for keys MLflow does not have;
+3. counts failed Dagster runs per key (one run-storage query);
+4. requests a run for each missing key that is neither running nor out of attempts.
+
+Retries: Dagster never launches two runs with the same ``run_key``, which would block a failed benchmark
+forever. The run key is therefore ``{benchmark_key}#attempt-{n}``, ``n`` being the number of failed runs of
+that key so far; after :data:`MAX_BENCHMARK_ATTEMPTS` failures the key is left alone (and counted in the
+skip reason) until a person looks. A FINISHED key is never requested again.
+"""
+
+
+from collections import Counter
+from typing import Any
+
+import dagster as dg
+
+from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry
+from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys
+from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_job
+from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, missing_partitions, multi_key, split_pair_key
+from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.discovery import discover_partitions
+from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable
+
+MAX_BENCHMARK_ATTEMPTS = 3
+SENSOR_TAG = "benchmark_pipeline/sensor"
+RUN_KEY_TAG = "benchmark_pipeline/benchmark_key"
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def latest_selection_key(instance: dg.DagsterInstance, asset_name: str, partition: str) -> str | None:
+    """The full benchmark key in the metadata of a partition's latest materialization."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset_name), asset_partitions=[partition]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("benchmark_key")
+    return getattr(value, "value", None)
+
+
+def _runs_by_key(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatus]) -> Counter[str]:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"}, statuses=statuses))
+    return Counter(run.tags.get(RUN_KEY_TAG, "") for run in runs)
+
+
+@dg.sensor(
+    jobs=[benchmark_job, benchmark_per_variant_job],
+    minimum_interval_seconds=60,
+    description="Requests benchmark runs only for selected trials whose benchmark key has no FINISHED MLflow run or cache entry.",
+)
+def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, mlflow: MlflowResource) -> Any:
+    config = settings.load()
+    try:
+        ensure_reachable(mlflow.tracking_uri)
+    except MlflowUnavailableError as error:
+        return dg.SkipReason(f"MLflow is unreachable, so existing benchmarks cannot be checked: {error}")
+    instance = context.instance
+    registered_backbones = set(instance.get_dynamic_partitions("backbone"))
+    registered_pairs = set(instance.get_dynamic_partitions(PAIRS_REGISTRY))
+    wanted: list[tuple[str, Any, str]] = []  # (job name, run partition key, benchmark key)
+    for backbone in sorted(registered_backbones):
+        key = latest_selection_key(instance, "best_trial", backbone)
+        if key is not None:
+            wanted.append((benchmark_job.name, backbone, key))
+    for pair in sorted(registered_pairs):
+        key = latest_selection_key(instance, "best_trial_per_variant", pair)
+        if key is not None:
+            wanted.append((benchmark_per_variant_job.name, multi_key(*split_pair_key(pair)), key))
+    if not wanted:
+        return dg.SkipReason("no partition has a best trial yet: materialize best_trial / best_trial_per_variant first")
+
+    finished = finished_keys(fetch_benchmark_runs(mlflow.client(), config.benchmark_experiment()))
+    cache = cache_dir(config.root_dir, config.environment)
+    failed = _runs_by_key(instance, [dg.DagsterRunStatus.FAILURE])
+    running = _runs_by_key(instance, _IN_PROGRESS)
+    requests, counts = [], Counter[str]()
+    requested_keys: set[str] = set()
+    for job_name, partition, key in wanted:
+        if key in finished or read_cache_entry(cache, key) is not None:
+            counts["already benchmarked"] += 1
+        elif running[key] or key in requested_keys:
+            counts["running"] += 1
+        elif failed[key] >= MAX_BENCHMARK_ATTEMPTS:
+            counts[f"failed {MAX_BENCHMARK_ATTEMPTS} times"] += 1
+        else:
+            requested_keys.add(key)
+            requests.append(
+                dg.RunRequest(
+                    job_name=job_name,
+                    partition_key=partition,
+                    run_key=f"{key}#attempt-{failed[key]}",
+                    tags={SENSOR_TAG: "benchmark_sensor", RUN_KEY_TAG: key},
+                )
+            )
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none skipped"
+    if not requests:
+        return dg.SkipReason(f"nothing to benchmark across {len(wanted)} partitions: {summary}")
+    context.log.info(f"requesting {len(requests)} benchmark(s); {summary}")
+    return dg.SensorResult(run_requests=requests)
+
+
+@dg.sensor(
+    minimum_interval_seconds=300,
+    description="Registers backbone and variant partitions found in the config, MLflow tags and trial folders.",
+)
+def partition_discovery_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, mlflow: MlflowResource) -> Any:
+    found = discover_partitions(settings.load(), mlflow.client())
+    added = missing_partitions(context.instance, found.backbones, found.variants, found.pairs_with_trials)
+    requests = [dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys) for name, keys in added.items() if keys]
+    if not requests:
+        return dg.SkipReason(f"no new partitions ({len(found.backbones)} backbones, {len(found.pairs_with_trials)} pairs with trials)")
+    return dg.SensorResult(dynamic_partitions_requests=requests)

@@ -1,0 +1,85 @@
+"""Which backbones, variants and (backbone, variant) pairs exist: from the config, MLflow tags and disk.
+
+``pairs_with_trials`` holds only pairs for which some source has a finished trial: the cross-product of
+backbones × variants is *not* assumed, so nothing downstream asks for a partition that has no trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from benchmark_pipeline.config import PipelineConfig
+from benchmark_pipeline.hashing import SAFE_COMPONENT_PATTERN
+from benchmark_pipeline.hpo import contract
+from benchmark_pipeline.selection._mlflow_source import variant_of
+from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, search_all_runs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DiscoveredPartitions:
+    backbones: set[str] = field(default_factory=set)
+    variants: set[str] = field(default_factory=set)
+    pairs_with_trials: set[tuple[str, str]] = field(default_factory=set)
+    skipped_unsafe_names: set[str] = field(default_factory=set)
+
+    def add_pair(self, backbone: str, variant: str) -> None:
+        unsafe = [n for n in (backbone, variant) if not SAFE_COMPONENT_PATTERN.match(n) or n in (".", "..")]
+        if unsafe:
+            # A name outside [A-Za-z0-9._-] could break partition keys, MLflow filters or folder names.
+            self.skipped_unsafe_names.update(unsafe)
+            return
+        self.backbones.add(backbone)
+        self.variants.add(variant)
+        self.pairs_with_trials.add((backbone, variant))
+
+
+def _from_disk(config: PipelineConfig, found: DiscoveredPartitions) -> None:
+    if not config.hpo_output_dir.is_dir():
+        return
+    for study in sorted(config.hpo_output_dir.glob("*/study-*")):
+        for trial in sorted(study.glob("trial-*")):
+            if not (trial / contract.METRICS_FILE).is_file():
+                continue
+            try:
+                meta = json.loads((trial / contract.TRIAL_META_FILE).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            variant = meta.get("variant") or contract.variant_from_study_name(meta.get("study_name")) or contract.DEFAULT_VARIANT
+            found.add_pair(study.parent.name, str(variant))
+            break  # one finished trial proves the pair
+
+
+def _from_mlflow(config: PipelineConfig, client: MlflowClient, found: DiscoveredPartitions) -> None:
+    prefix = config.mlflow.hpo_experiment_prefix
+    experiments = client.search_experiments(filter_string=f"name LIKE '{prefix}%'") if "'" not in prefix else []
+    for experiment in experiments:
+        runs = search_all_runs(client, [experiment.experiment_id], "attributes.status = 'FINISHED'")
+        for run in runs:
+            backbone = run.data.tags.get(contract.TAG_BACKBONE)
+            if backbone:
+                found.add_pair(backbone, variant_of(run.data.tags))
+
+
+def discover_partitions(config: PipelineConfig, client: MlflowClient | None) -> DiscoveredPartitions:
+    """Backbones and variants from the config, plus every pair with a finished trial in MLflow or on disk.
+
+    An unreachable MLflow server is logged and skipped.
+    """
+    found = DiscoveredPartitions(backbones=set(config.backbones), variants=set(config.variants))
+    _from_disk(config, found)
+    if client is not None:
+        try:
+            ensure_reachable(client_tracking_uri(client))
+            _from_mlflow(config, client, found)
+        except (MlflowUnavailableError, MlflowException, OSError) as error:
+            logger.warning("partition discovery skipped MLflow: %s", error)
+    if found.skipped_unsafe_names:
+        logger.warning("ignored backbone/variant names outside [A-Za-z0-9._-]: %s", sorted(found.skipped_unsafe_names))
+    return found

@@ -1,0 +1,295 @@
+"""Shared fixtures for the benchmark_pipeline test suite.
+
+The suite uses real parts only: a real MLflow tracking server over HTTP on 127.0.0.1, real Optuna sqlite
+storages, real trial folders and real (tiny) training. Nothing is mocked.
+
+Fixtures here:
+
+* ``mlflow_server`` (session): starts ``mlflow server`` on a free port, yields its tracking URI.
+* ``mlflow_client``: an ``MlflowClient`` for that server.
+* ``tiny_raw_config`` / ``make_config``: factories for a small pipeline config (raw dict / ``PipelineConfig``)
+  whose MLflow experiment names are unique per call, so tests sharing the server never see each other's runs.
+* ``demo_sweeps`` (session): real sweeps of 2 backbones x 2 variants x 3 trials in one root; READ-ONLY for the
+  tests that use it (copy what you need to change).
+
+Helpers (plain functions, importable as ``from benchmark_pipeline_tests.conftest import ...``):
+``free_port``, ``deep_merge``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# MLflow's client prints a "View run ... at ..." line, fetching the run once more, every time a run is
+# terminated; in tests that is only noise and an extra HTTP request per run. (A documented MLflow setting.)
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from benchmark_pipeline.config import PipelineConfig, config_from_dict  # noqa: E402
+
+#: Seconds to wait for the MLflow server to answer ``GET /health`` (slow, loaded CI machines included).
+MLFLOW_STARTUP_TIMEOUT_S = 90.0
+
+TINY_BACKBONES = ("tiny_transformer", "bilstm")
+TINY_VARIANTS = ("v1", "v2")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, recursively for mappings; an override of ``None`` removes the key."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def unique_suffix() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def tiny_config_dict(root: Path | str, tracking_uri: str | None = None, suffix: str | None = None) -> dict[str, Any]:
+    """A small, valid raw config: 2 backbones, 2 variants x 3 trials of 1 epoch, a 96/32/32 dataset.
+
+    MLflow experiment names carry ``suffix`` (random by default) so each config gets its own experiments.
+    """
+    suffix = suffix or unique_suffix()
+    return {
+        "environment": "test",
+        "root_dir": str(root),
+        "backbones": list(TINY_BACKBONES),
+        "mlflow": {
+            "tracking_uri": tracking_uri,
+            "hpo_experiment_prefix": f"hpo-{suffix}-",
+            "benchmark_experiment": f"benchmarks-{suffix}",
+        },
+        "optuna": {"storages": []},
+        "hpo_output_dir": None,
+        "data_config": {
+            "name": "synthetic-ner",
+            "version": "1",
+            "seed": 13,
+            "vocab_size": 64,
+            "max_length": 12,
+            "train_size": 96,
+            "validation_size": 32,
+            "test_size": 32,
+            "local_path": None,
+        },
+        "hpo_config": {
+            "objective": {"metric": "macro-f1", "direction": "maximize"},
+            "seed": 7,
+            "batch_size": 32,
+            "variants": {
+                "v1": {
+                    "n_trials": 3,
+                    "epochs": 1,
+                    "search_space": {
+                        "learning_rate": {"type": "float", "low": 0.003, "high": 0.03, "log": True},
+                        "dropout": {"type": "float", "low": 0.0, "high": 0.2},
+                        "width": {"type": "categorical", "choices": [16, 32]},
+                    },
+                },
+                "v2": {
+                    "n_trials": 3,
+                    "epochs": 1,
+                    "search_space": {
+                        "learning_rate": {"type": "float", "low": 0.01, "high": 0.05, "log": True},
+                        "dropout": {"type": "float", "low": 0.0, "high": 0.1},
+                        "width": {"type": "categorical", "choices": [8, 24]},
+                    },
+                },
+            },
+        },
+        "benchmark_config": {
+            "backends": ["onnxruntime", "pytorch"],
+            "device": "cpu",
+            "batch_sizes": [1, 4],
+            "max_length": 12,
+            "warmup": 1,
+            "iterations": 3,
+            "min_duration_s": 0.0,
+            "intra_op_threads": 1,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------- MLflow server
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"<cannot read {path}: {error}>"
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server (sqlite backend, local artifact store) for the whole session.
+
+    Yields its tracking URI ``http://127.0.0.1:<port>``; the server's process group is terminated at the end.
+    The server's output goes to ``mlflow-server.log`` in its tmp dir; its tail is shown if startup fails.
+    """
+    base = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    script = Path(sys.executable).parent / "mlflow"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
+    command += [
+        "server",
+        "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
+        "--artifacts-destination", str(base / "artifacts"),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    env = dict(os.environ)
+    # The server's background job runner (GenAI scorers, periodic tasks) is not used by this project and
+    # would cost several processes' CPU on small machines.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    log_path = base / "mlflow-server.log"
+    uri = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + MLFLOW_STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with code {process.returncode} before answering /health "
+                    f"({' '.join(command)}); log tail:\n{_log_tail(log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not answer {uri}/health within {MLFLOW_STARTUP_TIMEOUT_S:.0f}s "
+                    f"({' '.join(command)}); log tail:\n{_log_tail(log_path)}"
+                )
+            time.sleep(0.25)
+        yield uri
+    finally:
+        _stop_process_group(process)
+
+
+@pytest.fixture
+def mlflow_client(mlflow_server: str) -> MlflowClient:
+    """An explicit client for the session's MLflow server."""
+    return MlflowClient(tracking_uri=mlflow_server)
+
+
+# ---------------------------------------------------------------------------------------------- configs
+
+
+@pytest.fixture
+def tiny_raw_config() -> Callable[..., dict[str, Any]]:
+    """``tiny_raw_config(root, tracking_uri=None, **overrides)`` → a raw config dict (no server needed).
+
+    ``overrides`` are merged recursively (see :func:`deep_merge`; ``None`` removes a key).
+    """
+
+    def build(root: Path | str, tracking_uri: str | None = None, **overrides: Any) -> dict[str, Any]:
+        return deep_merge(tiny_config_dict(root, tracking_uri), overrides)
+
+    return build
+
+
+@pytest.fixture
+def make_config(mlflow_server: str) -> Callable[..., PipelineConfig]:
+    """``make_config(root, **overrides)`` → a small ``PipelineConfig`` rooted at ``root``, tracking to the session
+    server, with experiment names unique to this call. ``overrides`` are merged into the raw dict recursively;
+    pass ``hpo_config={"variants": {"v2": None}}`` to drop a variant. The environment is ignored (``env={}``).
+    """
+
+    def build(root: Path | str, **overrides: Any) -> PipelineConfig:
+        raw = deep_merge(tiny_config_dict(root, mlflow_server), overrides)
+        return config_from_dict(raw, env={})
+
+    return build
+
+
+# ------------------------------------------------------------------------------------------ demo sweeps
+
+
+@dataclass(frozen=True)
+class DemoSweeps:
+    """The result of :func:`demo_sweeps`: the config and one ``SweepSummary`` per (backbone, variant)."""
+
+    config: PipelineConfig
+    summaries: dict[tuple[str, str], Any]
+
+    @property
+    def hpo_dir(self) -> Path:
+        return self.config.hpo_output_dir
+
+
+@pytest.fixture(scope="session")
+def demo_sweeps(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> DemoSweeps:
+    """Real sweeps: tiny_transformer and bilstm x v1 and v2 x 3 trials (1 epoch each) in one root.
+
+    READ-ONLY: many tests read these MLflow experiments, studies and folders. Tests that change data must
+    copy it (e.g. ``shutil.copytree(demo_sweeps.hpo_dir, ...)``) or build their own.
+    """
+    from benchmark_pipeline.hpo.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("demo_sweeps")
+    config = config_from_dict(tiny_config_dict(root, mlflow_server, suffix=f"demo-{unique_suffix()}"), env={})
+    client = MlflowClient(tracking_uri=mlflow_server)
+    summaries = {
+        (backbone, variant): run_sweep(config, backbone, variant, client=client, progress=lambda _message: None)
+        for backbone in config.backbones
+        for variant in config.variants
+    }
+    return DemoSweeps(config=config, summaries=summaries)

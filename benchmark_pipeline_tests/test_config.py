@@ -1,0 +1,168 @@
+"""Loading the pipeline config: the embedded demo, environment overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from benchmark_pipeline.config import ConfigError, PipelineConfig, config_from_dict, load_config
+
+RawFactory = Callable[..., dict[str, Any]]
+
+
+def test_demo_config_loads(tmp_path: Path) -> None:
+    config = load_config(env={"BENCHMARK_PIPELINE_ROOT": str(tmp_path)})
+    assert isinstance(config, PipelineConfig)
+    assert config.source_path.endswith("configs/demo.yaml")
+    assert config.backbones == ("tiny_transformer", "bilstm")
+    assert config.variants == ("v1", "v2")
+    assert config.objective == {"metric": "macro-f1", "direction": "maximize"}
+    assert config.environment == "local"
+    assert config.root_dir == tmp_path.resolve()
+    # Defaults derived from the root: a local sqlite MLflow store and the HPO folder per environment.
+    assert config.mlflow.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow' / 'mlflow.db'}"
+    assert config.hpo_output_dir == tmp_path.resolve() / "outputs" / "hpo" / "local"
+    assert config.hpo_experiments() == {"tiny_transformer": {"name": "hpo-tiny_transformer"}, "bilstm": {"name": "hpo-bilstm"}}
+    assert config.benchmark_experiment() == {"name": "benchmarks"}
+    assert config.benchmark_config["batch_sizes"] == [1, 8, 32]
+
+
+def test_config_file_path_and_env_overrides(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config("/nonexistent/root", "http://example.invalid:5000")), encoding="utf-8")
+    plain = load_config(path, env={})
+    assert plain.mlflow.tracking_uri == "http://example.invalid:5000"
+    assert plain.root_dir == Path("/nonexistent/root")
+    assert plain.source_path == str(path)
+
+    root = tmp_path / "elsewhere"
+    env = {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:1234",
+        "BENCHMARK_PIPELINE_ROOT": str(root),
+        "BENCHMARK_PIPELINE_HPO_DIR": "hpo-here",
+        "BENCHMARK_PIPELINE_ENVIRONMENT": "ci",
+    }
+    overridden = load_config(path, env=env)
+    assert overridden.mlflow.tracking_uri == "http://127.0.0.1:1234"
+    assert overridden.root_dir == root.resolve()
+    assert overridden.environment == "ci"
+    # A relative HPO dir is resolved against the (overridden) root.
+    assert overridden.hpo_output_dir == root.resolve() / "hpo-here"
+    # BENCHMARK_PIPELINE_CONFIG picks the file when no path is given.
+    assert load_config(env={"BENCHMARK_PIPELINE_CONFIG": str(path)}).source_path == str(path)
+
+
+def test_hpo_output_dir_defaults_under_root_per_environment(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    config = config_from_dict(tiny_raw_config(tmp_path), env={})
+    assert config.hpo_output_dir == tmp_path.resolve() / "outputs" / "hpo" / "test"
+    assert config.mlflow.tracking_uri.startswith("sqlite:///")
+
+
+def _expect_error(raw: Any, *fragments: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(raw, env={})
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"benchmark_config": {"batch_sizes": "8"}}, ("benchmark_config.batch_sizes", "must be list", "'8'")),
+        ({"benchmark_config": {"batch_sizes": []}}, ("benchmark_config.batch_sizes must not be empty",)),
+        ({"benchmark_config": {"batch_sizes": [1, 0]}}, ("benchmark_config.batch_sizes", "positive integers", "0")),
+        ({"benchmark_config": {"batch_sizes": [1, True]}}, ("benchmark_config.batch_sizes", "True")),
+        ({"benchmark_config": {"iterations": -1}}, ("benchmark_config.iterations", "> 0", "-1")),
+        ({"benchmark_config": {"iterations": 2.5}}, ("benchmark_config.iterations", "must be int")),
+        ({"benchmark_config": {"warmup": -1}}, ("benchmark_config.warmup", ">= 0")),
+        ({"benchmark_config": {"min_duration_s": "fast"}}, ("benchmark_config.min_duration_s",)),
+        ({"benchmark_config": {"device": "tpu"}}, ("benchmark_config.device", "'tpu'", "cuda")),
+        ({"benchmark_config": {"backends": ["tensorrt"]}}, ("benchmark_config.backends", "tensorrt")),
+        ({"benchmark_config": {"intra_op_threads": -2}}, ("benchmark_config.intra_op_threads",)),
+        ({"benchmark_config": {"max_length": None}}, ("benchmark_config.max_length is required",)),
+        ({"hpo_config": {"objective": {"direction": "upward"}}}, ("hpo_config.objective.direction", "'upward'", "maximize")),
+        ({"hpo_config": {"objective": {"metric": None}}}, ("hpo_config.objective.metric is required",)),
+        ({"hpo_config": {"variants": {"v1": {"n_trials": 0}}}}, ("hpo_config.variants.v1.n_trials", "> 0")),
+        ({"hpo_config": {"variants": {"v1": {"epochs": "3"}}}}, ("hpo_config.variants.v1.epochs", "must be int")),
+        (
+            {"hpo_config": {"variants": {"v1": {"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}}}},
+            ("hpo_config.variants.v1.search_space.dropout", "low (0.5) must be <= high (0.1)"),
+        ),
+        (
+            {"hpo_config": {"variants": {"v1": {"search_space": {"width": {"type": "choice"}}}}}},
+            ("hpo_config.variants.v1.search_space.width", "categorical"),
+        ),
+        ({"data_config": {"version": None}}, ("data_config.version is required",)),
+        ({"data_config": {"version": "1/2"}}, ("data_config.version", "'1/2'")),
+        ({"data_config": {"vocab_size": 10}}, ("data_config.vocab_size must be >= 64",)),
+        ({"data_config": {"max_length": 4}}, ("data_config.max_length must be >= 8",)),
+        ({"data_config": {"train_size": "96"}}, ("data_config.train_size", "must be int")),
+        ({"data_config": {"seed": -1}}, ("data_config.seed", ">= 0")),
+        ({"data_config": {"seed": True}}, ("data_config.seed must be a number", "True")),
+        ({"backbones": []}, ("config.backbones must name at least one backbone",)),
+        ({"backbones": ["bilstm", "bilstm"]}, ("config.backbones has duplicates",)),
+        ({"backbones": ["bi:lstm"]}, ("config.backbones[]", "'bi:lstm'")),
+        ({"environment": "prod/eu"}, ("environment", "'prod/eu'")),
+        ({"environment": 3}, ("config.environment must be str",)),
+        ({"mlflow": "http://x"}, ("config.mlflow must be a mapping",)),
+        ({"mlflow": {"tracking_uri": 5000}}, ("config.mlflow.tracking_uri must be a string",)),
+        ({"optuna": {"storages": "sqlite:///x.db"}}, ("config.optuna.storages",)),
+        ({"benchmark_config": None}, ("benchmark_config must be a mapping", "NoneType")),
+    ],
+)
+def test_wrong_values_raise_config_error_naming_the_field(
+    tmp_path: Path, tiny_raw_config: RawFactory, overrides: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
+    _expect_error(tiny_raw_config(tmp_path, **overrides), *fragments)
+
+
+def test_unsafe_variant_name(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    raw = tiny_raw_config(tmp_path)
+    raw["hpo_config"]["variants"]["v'1"] = raw["hpo_config"]["variants"].pop("v1")
+    _expect_error(raw, "hpo_config.variants.v'1")
+
+
+def test_no_variants(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    raw = tiny_raw_config(tmp_path)
+    raw["hpo_config"]["variants"] = {}
+    _expect_error(raw, "hpo_config.variants must name at least one variant")
+
+
+@pytest.mark.parametrize("raw", [None, [], "environment: local", 42])
+def test_non_mapping_top_level(raw: Any) -> None:
+    _expect_error(raw, "the top level must be a mapping")
+
+
+def test_invalid_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("environment: local\nbackbones: [bilstm\n  data_config: {", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.yaml is not valid YAML"):
+        load_config(path, env={})
+
+
+def test_yaml_list_at_top_level_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"list\.yaml: the top level must be a mapping, got list"):
+        load_config(path, env={})
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml", env={})
+
+
+def test_make_config_gives_each_config_its_own_experiments(make_config: Callable[..., PipelineConfig], mlflow_server: str, tmp_path: Path) -> None:
+    first = make_config(tmp_path, hpo_config={"variants": {"v2": None}})
+    second = make_config(tmp_path)
+    assert first.mlflow.tracking_uri == second.mlflow.tracking_uri == mlflow_server
+    assert first.mlflow.hpo_experiment_prefix != second.mlflow.hpo_experiment_prefix
+    assert first.mlflow.benchmark_experiment != second.mlflow.benchmark_experiment
+    assert first.variants == ("v1",) and second.variants == ("v1", "v2")
+    assert first.hpo_output_dir == tmp_path.resolve() / "outputs" / "hpo" / "test"
