@@ -67,6 +67,11 @@ def scan_disk(backbone: str, hpo_dir: Path, metric_name: str, data_fp: str | Non
         if data_fp and meta.get("data_fingerprint", data_fp) != data_fp:
             scan.exclude("other_data_fingerprint", variant)
             continue
+        hyperparameters = meta.get("hyperparameters") or {}
+        if not isinstance(hyperparameters, dict):
+            logger.warning("%s: hyperparameters is %s, expected an object; trial excluded", folder / contract.TRIAL_META_FILE, type(hyperparameters).__name__)
+            scan.exclude("malformed_trial_meta", variant)
+            continue
         number = meta.get("trial_number")
         scan.eligible.append(
             TrialCandidate(
@@ -79,7 +84,7 @@ def scan_disk(backbone: str, hpo_dir: Path, metric_name: str, data_fp: str | Non
                 run_id=meta.get("mlflow_run_id") or None,
                 study_name=meta.get("study_name"),
                 study_key_hash=meta.get("study_key_hash"),
-                hyperparameters=dict(sorted((meta.get("hyperparameters") or {}).items())),
+                hyperparameters=dict(sorted(hyperparameters.items())),
                 trial_dir=str(folder),
                 location=str(folder),
             )

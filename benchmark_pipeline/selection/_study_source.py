@@ -26,7 +26,9 @@ def _study_belongs_to(study: optuna.Study, backbone: str) -> bool:
     owner = study.user_attrs.get(contract.STUDY_ATTR_BACKBONE)
     if owner is not None:
         return owner == backbone
-    return study.study_name.startswith(f"{backbone}_")
+    # Without the attribute only "{backbone}_v<N>" or "{backbone}" itself is claimed: a plain prefix match
+    # would let "bilstm" claim "bilstm_large_v1".
+    return study.study_name == backbone or contract.variant_from_study_name(study.study_name) is not None and study.study_name.rsplit("_", 1)[0] == backbone
 
 
 def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction: str, hpo_dir: Path, data_fp: str | None) -> None:
