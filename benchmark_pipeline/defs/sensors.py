@@ -17,6 +17,7 @@ skip reason) until a person looks. A FINISHED key is never requested again.
 """
 
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -31,6 +32,8 @@ from benchmark_pipeline.discovery import discover_partitions
 from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable
 
 MAX_BENCHMARK_ATTEMPTS = 3
+#: Seconds between ``benchmark_sensor`` ticks ($BENCHMARK_PIPELINE_SENSOR_INTERVAL_S, default 60).
+SENSOR_INTERVAL_S = int(os.environ.get("BENCHMARK_PIPELINE_SENSOR_INTERVAL_S", "60"))
 SENSOR_TAG = "benchmark_pipeline/sensor"
 RUN_KEY_TAG = "benchmark_pipeline/benchmark_key"
 _IN_PROGRESS = [
@@ -57,7 +60,7 @@ def _runs_by_key(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatu
 
 @dg.sensor(
     jobs=[benchmark_job, benchmark_per_variant_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     description="Requests benchmark runs only for selected trials whose benchmark key has no FINISHED MLflow run or cache entry.",
 )
 def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, mlflow: MlflowResource) -> Any:
