@@ -7,6 +7,7 @@ Fixtures here:
 
 * ``mlflow_server`` (session): starts ``mlflow server`` on a free port, yields its tracking URI.
 * ``mlflow_client``: an ``MlflowClient`` for that server.
+* ``private_mlflow_server``: a server (:class:`MlflowServer`) a test may kill and restart.
 * ``tiny_raw_config`` / ``make_config``: factories for a small pipeline config (raw dict / ``PipelineConfig``)
   whose MLflow experiment names are unique per call, so tests sharing the server never see each other's runs.
 * ``demo_sweeps`` (session): real sweeps of 2 backbones x 2 variants x 3 trials in one root; READ-ONLY for the
@@ -170,6 +171,74 @@ def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=15)
 
 
+class MlflowServer:
+    """A real ``mlflow server`` process (sqlite backend and artifacts under ``base``) on 127.0.0.1.
+
+    ``start()`` waits for ``GET /health``; ``kill()`` SIGKILLs it (a real outage); ``start()`` again brings it
+    back on the same port with the same store. The server's output goes to ``mlflow-server.log`` in ``base``.
+    """
+
+    def __init__(self, base: Path, port: int | None = None) -> None:
+        self.base = base
+        self.port = port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "mlflow-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        script = Path(sys.executable).parent / "mlflow"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
+        command += [
+            "server",
+            "--backend-store-uri", f"sqlite:///{self.base / 'mlflow.db'}",
+            "--artifacts-destination", str(self.base / "artifacts"),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", "1",
+        ]  # fmt: skip
+        env = dict(os.environ)
+        # The server's background job runner (GenAI scorers, periodic tasks) is not used by this project and
+        # would cost several processes' CPU on small machines.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.base, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + MLFLOW_STARTUP_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with code {self.process.returncode} before answering /health "
+                    f"({' '.join(command)}); log tail:\n{_log_tail(self.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self.uri
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"mlflow server did not answer {self.uri}/health within {MLFLOW_STARTUP_TIMEOUT_S:.0f}s "
+                    f"({' '.join(command)}); log tail:\n{_log_tail(self.log_path)}"
+                )
+            time.sleep(0.25)
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (gunicorn/uvicorn workers included) and wait until it is gone."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop_process_group(self.process)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (sqlite backend, local artifact store) for the whole session.
@@ -177,51 +246,22 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Yields its tracking URI ``http://127.0.0.1:<port>``; the server's process group is terminated at the end.
     The server's output goes to ``mlflow-server.log`` in its tmp dir; its tail is shown if startup fails.
     """
-    base = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    script = Path(sys.executable).parent / "mlflow"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
-    command += [
-        "server",
-        "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
-        "--artifacts-destination", str(base / "artifacts"),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
-    env = dict(os.environ)
-    # The server's background job runner (GenAI scorers, periodic tasks) is not used by this project and
-    # would cost several processes' CPU on small machines.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log_path = base / "mlflow-server.log"
-    uri = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=env, start_new_session=True
-        )
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
     try:
-        deadline = time.monotonic() + MLFLOW_STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with code {process.returncode} before answering /health "
-                    f"({' '.join(command)}); log tail:\n{_log_tail(log_path)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not answer {uri}/health within {MLFLOW_STARTUP_TIMEOUT_S:.0f}s "
-                    f"({' '.join(command)}); log tail:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.25)
-        yield uri
+        yield server.start()
     finally:
-        _stop_process_group(process)
+        server.stop()
+
+
+@pytest.fixture
+def private_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A server of the test's own, which the test may kill and restart (fault injection)."""
+    server = MlflowServer(tmp_path_factory.mktemp("private_mlflow_server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -9,30 +9,35 @@ Persistence order for one benchmark, so that nothing finished is lost and nothin
 4. params, metrics, ``benchmark.json`` and the latency plot are logged, then the run is set FINISHED;
 5. the cache entry is rewritten with ``mlflow.logged = true``.
 
-If MLflow fails at step 1 or 4, the finished result stays in the cache, marked as not yet in MLflow.
+If MLflow fails at step 1 or 4, the finished result stays in the cache, marked as not yet in MLflow; the
+next ``filter_missing_benchmarks``, benchmark materialization or sensor tick uploads it without benchmarking
+again (:func:`~benchmark_pipeline.benchmarking.mlflow_logging.upload_pending_benchmarks`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.backends import ModelFileError
-from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry, write_cache_entry
-from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, fetch_benchmark_runs, finished_keys
-from benchmark_pipeline.benchmarking.keys import compute_config_hash, compute_data_fingerprint, key_for_trial
-from benchmark_pipeline.benchmarking.report import plot_latency
-from benchmark_pipeline.benchmarking.runner import BenchmarkResult, run_benchmark
+from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_cache_entry, write_cache_entry
+from benchmark_pipeline.benchmarking.claims import benchmark_claim
+from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, finished_keys
+from benchmark_pipeline.benchmarking.keys import key_for_trial
+from benchmark_pipeline.benchmarking.mlflow_logging import (
+    log_benchmark_result,
+    pending_keys,
+    start_benchmark_run,
+    upload_pending_benchmarks,
+)
+from benchmark_pipeline.benchmarking.runner import run_benchmark
 from benchmark_pipeline.config import validate_benchmark_config
 from benchmark_pipeline.hpo import contract
 from benchmark_pipeline.selection.shapes import iter_trial_infos, map_trial_infos
@@ -77,6 +82,14 @@ def _reachable(client: MlflowClient | None) -> MlflowClient | None:
     return client
 
 
+def _benchmark_experiment_id(client: MlflowClient | None, experiment: Mapping[str, str], root_dir: Path) -> str | None:
+    if client is None:
+        return None
+    if experiment.get("id"):
+        return str(experiment["id"])
+    return get_or_create_experiment(client, experiment["name"], default_artifact_location(client_tracking_uri(client), root_dir))
+
+
 def filter_missing_benchmarks(
     best_trials: dict[str, Any],
     benchmark_experiment: dict[str, str],
@@ -92,11 +105,16 @@ def filter_missing_benchmarks(
     cache entry. MLflow is asked once (one paginated, tag-filtered search), however many trials there are.
     An unreachable MLflow server is logged and the disk cache alone decides. When ``mlflow_client`` is None,
     ``$MLFLOW_TRACKING_URI`` is used if set.
+
+    Cached results that could not be logged to MLflow earlier (an outage) are uploaded first, without
+    benchmarking again.
     """
     validate_benchmark_config(benchmark_config)
     client = _reachable(_default_client(mlflow_client))
-    in_mlflow = finished_keys(fetch_benchmark_runs(client, benchmark_experiment)) if client is not None else set()
     directory = cache_dir(root_dir, environment)
+    if client is not None and pending_keys(directory):
+        upload_pending_benchmarks(client, _benchmark_experiment_id(client, benchmark_experiment, Path(root_dir)), directory)
+    in_mlflow = finished_keys(fetch_benchmark_runs(client, benchmark_experiment)) if client is not None else set()
 
     def missing(trial_info: dict[str, Any]) -> dict[str, Any] | None:
         key = key_for_trial(trial_info, data_config, benchmark_config)
@@ -150,30 +168,6 @@ def resolve_model_dir(
     )
 
 
-def _flatten_config(config: Mapping[str, Any]) -> list[Param]:
-    return [Param(k, ",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in sorted(config.items())]
-
-
-def _result_metrics(result: BenchmarkResult) -> list[Metric]:
-    timestamp = int(time.time() * 1000)
-    metrics = [Metric(f"quality.{k}", float(v), timestamp, 0) for k, v in sorted(result.quality.items())]
-    for m in result.measurements:
-        prefix = f"{m['backend']}.bs{m['batch_size']}"
-        for name in ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "cv", "throughput_samples_per_s", "peak_rss_mb"):
-            metrics.append(Metric(f"{prefix}.{name}", float(m[name]), timestamp, 0))
-    return metrics
-
-
-def _log_result(client: MlflowClient, run_id: str, result: BenchmarkResult) -> None:
-    client.log_batch(run_id, metrics=_result_metrics(result), params=_flatten_config(result.benchmark_config))
-    with tempfile.TemporaryDirectory(prefix="benchmark_artifacts_") as scratch:
-        json_path = Path(scratch) / "benchmark.json"
-        json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
-        client.log_artifact(run_id, str(json_path))
-        client.log_artifact(run_id, str(plot_latency(result.to_dict(), Path(scratch) / "latency_vs_batch_size.png")))
-    client.set_terminated(run_id, "FINISHED")
-
-
 def benchmark_best_trials(
     best_trials: dict[str, Any],
     test_data_path: Path,
@@ -190,7 +184,9 @@ def benchmark_best_trials(
     """Benchmark exactly the trials given (pre-retrieved and, usually, filtered), in either shape.
 
     Returns the same shape, each entry the result dict (``BenchmarkResult.to_dict()`` plus ``status``,
-    ``mlflow_run_id``, ``mlflow_logged`` and ``cache_path``). When ``mlflow_client`` is None,
+    ``mlflow_run_id``, ``mlflow_logged`` and ``cache_path``). Each key is benchmarked under an exclusive
+    claim (:mod:`~benchmark_pipeline.benchmarking.claims`); a key whose result exists by the time the claim
+    is held (another process just made it) is not run again: its entry has ``status: "existing"``. When ``mlflow_client`` is None,
     ``$MLFLOW_TRACKING_URI`` is used if set; with no MLflow at all, results go to the disk cache only.
     A failing benchmark does not stop the others: after all ran, :class:`BenchmarkFailedError` lists the
     failures (finished results are saved before it is raised). ``hpo_config`` is accepted for the design
@@ -199,37 +195,37 @@ def benchmark_best_trials(
     validate_benchmark_config(benchmark_config)
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
     client = _reachable(_default_client(mlflow_client))
-    experiment_id = None
-    if client is not None:
-        experiment_id = get_or_create_experiment(client, experiment["name"], default_artifact_location(client_tracking_uri(client), Path(root_dir))) if not experiment.get("id") else experiment["id"]
+    experiment_id = _benchmark_experiment_id(client, experiment, Path(root_dir))
     directory = cache_dir(root_dir, environment)
     allowed_roots = _allowed_model_roots(Path(root_dir), environment, hpo_output_dir)
     failures: dict[str, str] = {}
 
+    def existing_result(key: str) -> dict[str, Any] | None:
+        upload_pending_benchmarks(client, experiment_id, directory, [key])
+        found = find_existing_benchmark(key, experiment, Path(root_dir), environment, client)
+        return None if found is None else {**found, "status": "existing", "cache_path": str(cache_path(directory, key))}
+
     def benchmark_one(trial_info: dict[str, Any]) -> dict[str, Any] | None:
         key = key_for_trial(trial_info, data_config, benchmark_config)
+        # Concurrent materializations of one key queue here; whoever comes second finds the first's result.
+        with benchmark_claim(directory, key):
+            found = existing_result(key)
+            if found is not None:
+                logger.info("benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id"))
+                return found
+            return run_and_persist(key, trial_info)
+
+    def run_and_persist(key: str, trial_info: dict[str, Any]) -> dict[str, Any] | None:
         run_id = None
         if client is not None and experiment_id is not None:
             try:
-                run_id = client.create_run(
-                    experiment_id,
-                    run_name=f"benchmark_{trial_info['backbone']}_{trial_info.get('variant') or 'default'}",
-                    tags={
-                        BENCHMARK_KEY_TAG: key,
-                        contract.TAG_BACKBONE: trial_info["backbone"],
-                        contract.TAG_VARIANT: trial_info.get("variant") or "default",
-                        contract.TAG_TRIAL_KEY_HASH: trial_info["trial_id"],
-                        "code.hpo_run_id": trial_info.get("run_id") or "unknown",
-                        contract.TAG_DATA_FINGERPRINT: compute_data_fingerprint(data_config),
-                        "code.benchmark_config_hash": compute_config_hash(benchmark_config),
-                    },
-                ).info.run_id
+                run_id = start_benchmark_run(client, experiment_id, key, trial_info.get("run_id"))
             except (MlflowException, OSError) as error:
                 logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
         try:
             with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
                 model_dir = resolve_model_dir(trial_info, allowed_roots, client, Path(download_root))
-                result = run_benchmark(key, trial_info, model_dir, Path(test_data_path), data_config, benchmark_config, progress)
+                result = run_benchmark(key, trial_info, model_dir, Path(test_data_path), data_config, benchmark_config, progress).to_dict()
         except Exception as error:
             failures[key] = f"{type(error).__name__}: {error}"
             logger.error("benchmark %s failed: %s", key, failures[key])
@@ -240,17 +236,19 @@ def benchmark_best_trials(
                 except (MlflowException, OSError):
                     pass
             return None
-        cache_file = write_cache_entry(directory, key, result.to_dict(), run_id, mlflow_logged=False)
+        cache_file = write_cache_entry(directory, key, result, run_id, mlflow_logged=False)
         logged = False
         if run_id is not None:
             try:
-                _log_result(client, run_id, result)
+                # A dead server would make MLflow's client retry for minutes: probe it first.
+                ensure_reachable(client_tracking_uri(client))
+                log_benchmark_result(client, run_id, result)
                 logged = True
-            except (MlflowException, OSError) as error:
-                logger.warning("benchmark %s finished but could not be logged to MLflow (%s); it stays in %s", key, error, cache_file)
+            except (MlflowUnavailableError, MlflowException, OSError) as error:
+                logger.warning("benchmark %s finished but is not in MLflow yet (%s); it stays in %s and is uploaded on the next pass", key, error, cache_file)
         if logged:
-            write_cache_entry(directory, key, result.to_dict(), run_id, mlflow_logged=True)
-        return {**result.to_dict(), "status": "benchmarked", "mlflow_run_id": run_id, "mlflow_logged": logged, "cache_path": str(cache_file)}
+            write_cache_entry(directory, key, result, run_id, mlflow_logged=True)
+        return {**result, "status": "benchmarked", "mlflow_run_id": run_id, "mlflow_logged": logged, "cache_path": str(cache_file)}
 
     results = map_trial_infos(best_trials, benchmark_one)
     if failures:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -83,9 +85,14 @@ _LATENCY_SCHEMA = dg.TableSchema(
 )
 
 
-def benchmark_metadata(result: Mapping[str, Any], status: str, run_url: str | None) -> dict[str, Any]:
+def image_markdown(png: Path, alt: str) -> str:
+    """Markdown showing ``png`` inline (a base64 ``data:`` URI, so the UI needs no file access)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')})"
+
+
+def benchmark_metadata(result: Mapping[str, Any], status: str, run_url: str | None, chart: Path | None = None) -> dict[str, Any]:
     rows = [
-        dg.TableRecord({k: row[k] for k in ("backend", "batch_size", "provider", "p50_ms", "p95_ms", "samples_per_s", "count")})
+        dg.TableRecord({k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in ("backend", "batch_size", "provider", "p50_ms", "p95_ms", "samples_per_s", "count")})
         for row in benchmark_rows(result)
     ]
     metadata: dict[str, Any] = {
@@ -98,4 +105,7 @@ def benchmark_metadata(result: Mapping[str, Any], status: str, run_url: str | No
     }
     if run_url:
         metadata["mlflow_run"] = dg.MetadataValue.url(run_url)
+    if chart is not None:
+        metadata["latency_chart"] = dg.MetadataValue.md(image_markdown(chart, "latency vs batch size"))
+        metadata["latency_chart_path"] = dg.MetadataValue.path(str(chart))
     return metadata

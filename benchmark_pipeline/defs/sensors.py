@@ -29,7 +29,8 @@ from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_jo
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, missing_partitions, multi_key, split_pair_key
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.discovery import discover_partitions
-from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable
+from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
+from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable, resolve_experiment_id
 
 MAX_BENCHMARK_ATTEMPTS = 3
 #: Seconds between ``benchmark_sensor`` ticks ($BENCHMARK_PIPELINE_SENSOR_INTERVAL_S, default 60).
@@ -84,8 +85,15 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
     if not wanted:
         return dg.SkipReason("no partition has a best trial yet: materialize best_trial / best_trial_per_variant first")
 
-    finished = finished_keys(fetch_benchmark_runs(mlflow.client(), config.benchmark_experiment()))
+    client = mlflow.client()
     cache = cache_dir(config.root_dir, config.environment)
+    # Results cached while MLflow was down are uploaded here (no benchmark runs); costs nothing otherwise.
+    if pending_keys(cache):
+        experiment_id = resolve_experiment_id(client, config.benchmark_experiment())
+        uploaded = upload_pending_benchmarks(client, experiment_id, cache)
+        if uploaded:
+            context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
+    finished = finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment()))
     failed = _runs_by_key(instance, [dg.DagsterRunStatus.FAILURE])
     running = _runs_by_key(instance, _IN_PROGRESS)
     requests, counts = [], Counter[str]()
