@@ -967,3 +967,31 @@ def test_one_backbone_without_trials_fails_the_whole_request(tmp_path: Path) -> 
     assert retrieve(["present"], tmp_path)["present"]["source"] == "disk"
     with pytest.raises(NoTrialsFoundError, match="'absent'"):
         retrieve(["present", "absent"], tmp_path)
+
+
+def test_duplicate_trial_ids_pick_deterministically_by_run_id(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    """The same trial logged twice (same trial_key_hash, number and metric): the smaller run id wins, always."""
+    backbone = "dupes"
+    name, experiment_id = new_experiment(mlflow_client, "dupes")
+    trial = Trial(backbone, "v1", 0, 0.8)
+    run_ids = sorted(log_run(mlflow_client, experiment_id, trial) for _ in range(2))
+    result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})
+    assert result[backbone]["run_id"] == run_ids[0]
+    assert result[backbone]["candidates"]["mlflow"]["eligible"] == 2
+
+
+def test_conflicting_variant_tag_and_study_name_follow_the_tag(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    backbone = "conflict"
+    name, experiment_id = new_experiment(mlflow_client, "conflict")
+    log_run(mlflow_client, experiment_id, Trial(backbone, "v1", 0, 0.8), tags={contract.TAG_STUDY_NAME: f"{backbone}_v7"})
+    result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")
+    assert list(result[backbone]) == ["v1"]
+
+
+def test_an_empty_experiment_is_a_fallback_not_an_error(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    backbone = "empty"
+    name, _ = new_experiment(mlflow_client, "empty")
+    write_folder(tmp_path, Trial(backbone, "v1", 0, 0.5))
+    result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})
+    assert result[backbone]["source"] == "disk"
+    assert result[backbone]["candidates"]["mlflow"] == {**result[backbone]["candidates"]["mlflow"], "available": True, "eligible": 0, "pick": None}
