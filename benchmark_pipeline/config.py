@@ -168,6 +168,19 @@ def validate_hpo_config(hpo_config: Any) -> dict[str, Any]:
     return hpo_config
 
 
+#: Values the benchmark uses when a field is left out; :func:`canonical_benchmark_config` writes them in, so
+#: a config that omits a default and one that spells it out are the same benchmark (and the same key).
+BENCHMARK_DEFAULTS: dict[str, Any] = {"device": "cpu", "min_duration_s": 0.0, "intra_op_threads": 1}
+
+
+def canonical_benchmark_config(benchmark_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``benchmark_config`` with defaults filled in and ``min_duration_s`` as a float (``0`` ≡ ``0.0``)."""
+    canonical = {**BENCHMARK_DEFAULTS, **benchmark_config}
+    if isinstance(canonical["min_duration_s"], int) and not isinstance(canonical["min_duration_s"], bool):
+        canonical["min_duration_s"] = float(canonical["min_duration_s"])
+    return canonical
+
+
 def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
     """Check a benchmark config; every error names the field."""
     if not isinstance(benchmark_config, dict):

@@ -422,3 +422,12 @@ def test_cache_refuses_non_finite_results(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_cache_entry(tmp_path, GOLDEN_KEY, {"p50_ms": float("nan")}, None, mlflow_logged=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_defaults_left_out_or_spelled_out_give_the_same_key() -> None:
+    spelled_out = {**BENCHMARK_CONFIG, "device": "cpu", "min_duration_s": 0.0, "intra_op_threads": 1}
+    left_out = {k: v for k, v in BENCHMARK_CONFIG.items() if k not in ("device", "min_duration_s", "intra_op_threads")}
+    integer_duration = {**spelled_out, "min_duration_s": 0}
+    keys = {build_benchmark_key("bilstm", "v1", None, "abc123", DATA_CONFIG, c) for c in (spelled_out, left_out, integer_duration)}
+    assert len(keys) == 1
+    assert build_benchmark_key("bilstm", "v1", None, "abc123", DATA_CONFIG, {**spelled_out, "device": "auto"}) not in keys

@@ -32,5 +32,7 @@ materialize demo_dataset,discovered_partitions
 for pair in $($PY -m benchmark_pipeline.demo pairs); do materialize hpo_sweep "$pair"; done
 for backbone in $($PY -m benchmark_pipeline.demo backbones); do materialize best_trial,benchmark_result "$backbone"; done
 for pair in $($PY -m benchmark_pipeline.demo pairs); do materialize best_trial_per_variant,benchmark_result_per_variant "$pair"; done
-grep -h "already benchmarked\|skipped" "$LOG" | sed -n 's/.*\(benchmark [^ ]* already exists\).*/  \1/p' | sort -u | head -20 || true
+ran=$(grep -c "benchmark [^ ]*: benchmarked (MLflow run" "$LOG" || true)
+skipped=$(grep -c "benchmark [^ ]*: skipped: already benchmarked" "$LOG" || true)
+echo "== Benchmark materializations: $ran ran, $skipped skipped (key already benchmarked)"
 $PY -m benchmark_pipeline.demo summary

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from benchmark_pipeline.config import canonical_benchmark_config
 from benchmark_pipeline.hashing import config_hash, data_fingerprint, require_safe_component
 
 KEY_SEPARATOR = ":"
@@ -27,8 +28,9 @@ def compute_data_fingerprint(data_config: Mapping[str, Any]) -> str:
 
 
 def compute_config_hash(benchmark_config: Mapping[str, Any]) -> str:
-    """Hash of the *whole* benchmark config (batch sizes, iterations, warmup, max_length, device, backends, ...)."""
-    return config_hash(benchmark_config)
+    """Hash of the *whole* benchmark config (batch sizes, iterations, warmup, max_length, device, backends, ...),
+    after :func:`~benchmark_pipeline.config.canonical_benchmark_config` fills in defaults."""
+    return config_hash(canonical_benchmark_config(benchmark_config))
 
 
 def _component(value: Any, name: str) -> str:
