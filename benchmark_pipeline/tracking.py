@@ -87,7 +87,8 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str
 
 
 def resolve_experiment_id(client: MlflowClient, experiment: dict[str, str] | None) -> str | None:
-    """``{"id": ...}`` or ``{"name": ...}`` → the experiment id, or ``None`` when it does not exist."""
+    """``{"id": ...}`` or ``{"name": ...}`` → the experiment id, or ``None`` when no active experiment has that
+    name (a deleted experiment counts as absent)."""
     if not experiment:
         return None
     if experiment.get("id"):
@@ -96,7 +97,7 @@ def resolve_experiment_id(client: MlflowClient, experiment: dict[str, str] | Non
     if not name:
         raise ValueError(f"an experiment reference needs 'id' or 'name', got {experiment!r}")
     found = client.get_experiment_by_name(name)
-    return None if found is None else str(found.experiment_id)
+    return None if found is None or found.lifecycle_stage == "deleted" else str(found.experiment_id)
 
 
 def search_all_runs(

@@ -327,7 +327,7 @@ def test_dataset_is_byte_identical_when_regenerated(tmp_path: Path, tiny_raw_con
 def test_load_split_names_file_and_line_of_a_malformed_example(tmp_path: Path, bad_line: str) -> None:
     path = tmp_path / "split.jsonl"
     path.write_text('{"input_ids": [5, 6], "labels": [0, 1]}\n\n' + bad_line + "\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=rf"split\.jsonl:3: malformed example"):
+    with pytest.raises(ValueError, match=r"split\.jsonl:3: malformed example"):
         load_split(path, 8)
 
 
