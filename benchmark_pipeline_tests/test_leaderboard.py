@@ -1,0 +1,100 @@
+"""The latency chart in benchmark metadata and the unpartitioned ``leaderboard`` asset, on a real Dagster
+instance against the real MLflow server and a private copy of the demo sweeps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from benchmark_pipeline.benchmarking.leaderboard import (
+    LEADERBOARD_TAG,
+    format_leaderboard_table,
+)
+from benchmark_pipeline.config import load_config
+from benchmark_pipeline.defs.benchmark_assets import benchmark_result_per_variant
+from benchmark_pipeline.defs.leaderboard_assets import leaderboard
+from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, multi_key
+from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.defs.selection_assets import best_trial_per_variant
+from benchmark_pipeline_tests.conftest import (
+    DemoSweeps,
+    tiny_config_dict,
+    unique_suffix,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    hpo_copy = tmp_path / "hpo"
+    shutil.copytree(demo_sweeps.hpo_dir, hpo_copy)
+    raw = tiny_config_dict(tmp_path, mlflow_server, suffix=unique_suffix())
+    raw["mlflow"]["hpo_experiment_prefix"] = demo_sweeps.config.mlflow.hpo_experiment_prefix
+    raw["hpo_output_dir"] = str(hpo_copy)
+    raw["data_config"]["local_path"] = str(demo_sweeps.config.root_dir / "outputs" / "data" / "shared")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    resources = {"settings": PipelineSettings(config_path=str(path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
+        instance.add_dynamic_partitions("variant", ["v1", "v2"])
+        instance.add_dynamic_partitions(PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"])
+        yield {"config": load_config(path, env={}), "resources": resources, "instance": instance, "client": MlflowClient(mlflow_server)}
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
+    return event.materialization.metadata
+
+
+def _inline_png(markdown: str) -> bytes:
+    assert markdown.startswith("![") and "(data:image/png;base64," in markdown, markdown[:80]
+    return base64.b64decode(markdown.split("base64,", 1)[1].rstrip(")"))
+
+
+def test_benchmark_chart_and_leaderboard(setup: dict[str, Any]) -> None:
+    config, resources, instance, client = (setup[k] for k in ("config", "resources", "instance", "client"))
+    benchmarked = dg.materialize(
+        [best_trial_per_variant, benchmark_result_per_variant], partition_key=multi_key("bilstm", "v2"), instance=instance, resources=resources
+    )
+    bench_meta = _metadata(benchmarked, "benchmark_result_per_variant")
+    assert _inline_png(bench_meta["latency_chart"].value).startswith(PNG_MAGIC)
+    chart_file = Path(bench_meta["latency_chart_path"].value)
+    assert chart_file.is_file() and chart_file.is_relative_to(config.root_dir / "outputs" / "benchmarking" / "test" / "charts")
+    key = bench_meta["benchmark_key"].value
+
+    # The per-variant materialization logged progress: backend and batch size i/n with elapsed and remaining time.
+    logs = [e.message for e in instance.all_logs(benchmarked.run_id) if e.message]
+    assert any("pytorch batch 4 (4/4)" in m and "elapsed" in m and "left" in m for m in logs), logs[-10:]
+
+    result = dg.materialize([leaderboard], instance=instance, resources=resources)
+    meta = _metadata(result, "leaderboard")
+    rows = [r.data for r in meta["leaderboard"].value.records]
+    # Four picks (2 backbones x 2 variants); the benchmarked one has a row per backend, the others one row each.
+    done = [r for r in rows if r["status"] == "benchmarked"]
+    assert sorted((r["backbone"], r["variant"], r["backend"]) for r in done) == [("bilstm", "v2", "onnxruntime"), ("bilstm", "v2", "pytorch")]
+    assert all(r["p50_ms"] > 0 and 0 <= r["test_macro_f1"] <= 1 for r in done)
+    assert sorted(meta["not_benchmarked"].value) == ["bilstm|v1", "tiny_transformer|v1", "tiny_transformer|v2"]
+    overall_picks = {(r["backbone"], r["variant"]) for r in rows if r["overall_best"]}
+    assert sorted(b for b, _ in overall_picks) == ["bilstm", "tiny_transformer"]  # one overall best per backbone
+    assert _inline_png(meta["accuracy_vs_latency"].value).startswith(PNG_MAGIC)
+
+    run = client.get_run(meta["mlflow_run_id"].value)
+    assert run.info.status == "FINISHED" and run.data.tags[LEADERBOARD_TAG] == "true"
+    assert "benchmark_key" not in run.data.tags  # never mistaken for a benchmark by the existence checks
+    assert run.info.experiment_id == client.get_experiment_by_name(config.mlflow.benchmark_experiment).experiment_id
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"leaderboard.json", "leaderboard.txt", "accuracy_vs_latency.png"}
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "leaderboard.json", str(config.root_dir))).read_text())
+    assert {r["benchmark_key"] for r in logged if r["status"] == "benchmarked"} == {key}
+    table = format_leaderboard_table(logged)
+    assert "not benchmarked" in table and "onnxruntime" in table
