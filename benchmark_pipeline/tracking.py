@@ -12,12 +12,17 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.protos.service_pb2 import SearchRuns
+from mlflow.store.tracking.rest_store import RestStore
 from mlflow.tracking import MlflowClient
+from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +103,77 @@ def resolve_experiment_id(client: MlflowClient, experiment: dict[str, str] | Non
         raise ValueError(f"an experiment reference needs 'id' or 'name', got {experiment!r}")
     found = client.get_experiment_by_name(name)
     return None if found is None or found.lifecycle_stage == "deleted" else str(found.experiment_id)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What selection (and the benchmark existence check) read of an MLflow run."""
+
+    run_id: str
+    status: str
+    lifecycle_stage: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int | None = None
+
+
+_VIEW_TYPE_NAMES = {ViewType.ACTIVE_ONLY: "ACTIVE_ONLY", ViewType.DELETED_ONLY: "DELETED_ONLY", ViewType.ALL: "ALL"}
+
+
+def _record_from_json(run: dict[str, Any]) -> RunRecord:
+    info, data = run.get("info", {}), run.get("data", {})
+    start = info.get("start_time")
+    return RunRecord(
+        run_id=info.get("run_id") or info.get("run_uuid", ""),
+        status=info.get("status", "RUNNING"),
+        lifecycle_stage=info.get("lifecycle_stage", "active"),
+        start_time=int(start) if start is not None else None,  # int64: a number or a string in protobuf JSON
+        tags={t["key"]: t.get("value", "") for t in data.get("tags", ())},
+        params={p["key"]: p.get("value", "") for p in data.get("params", ())},
+        # protobuf's JSON writes NaN and ±inf as the strings "NaN" / "Infinity" / "-Infinity"; float() reads them
+        metrics={m["key"]: float(m.get("value", 0.0)) for m in data.get("metrics", ())},
+    )
+
+
+def search_run_records(
+    client: MlflowClient,
+    experiment_id: str,
+    filter_string: str,
+    run_view_type: int = ViewType.ALL,
+    page_size: int = SEARCH_PAGE_SIZE,
+) -> Iterator[RunRecord]:
+    """Every run matching the search, page by page (``page_size`` runs per request).
+
+    Against an HTTP tracking server the pages are read straight from the REST API's JSON
+    (``POST /api/2.0/mlflow/runs/search``, through MLflow's own ``http_request`` with the client's credentials
+    and retries): ``MlflowClient.search_runs`` would parse every page into protobuf messages with protobuf's
+    pure-Python ``json_format`` and then into ``Run`` entities, which costs as much as the server's own work
+    (see BENCHMARKS.md). Other stores go through ``search_runs``.
+    """
+    store = getattr(client._tracking_client, "store", None)  # the store the client was built with (private)
+    route = getattr(RestStore, "_METHOD_TO_INFO", {}).get(SearchRuns)  # MLflow's own route for the API (private)
+    if not isinstance(store, RestStore) or route is None:
+        # Local stores, or an MLflow whose internals moved: the public (slower) client path.
+        for run in search_all_runs(client, [experiment_id], filter_string, run_view_type=run_view_type, page_size=page_size):
+            yield RunRecord(
+                run.info.run_id, run.info.status, run.info.lifecycle_stage, dict(run.data.tags), dict(run.data.params),
+                dict(run.data.metrics), run.info.start_time,
+            )
+        return
+    endpoint, method = route
+    page_token = None
+    while True:
+        body: dict[str, Any] = {"experiment_ids": [str(experiment_id)], "filter": filter_string, "run_view_type": _VIEW_TYPE_NAMES[run_view_type], "max_results": page_size}
+        if page_token:
+            body["page_token"] = page_token
+        response = verify_rest_response(http_request(store.get_host_creds(), endpoint, method, json=body), endpoint)
+        page = response.json()
+        for run in page.get("runs", ()):
+            yield _record_from_json(run)
+        page_token = page.get("next_page_token")
+        if not page_token:
+            return
 
 
 def search_all_runs(

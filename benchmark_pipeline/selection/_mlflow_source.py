@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 
-from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.hpo import contract
 from benchmark_pipeline.selection._params import parse_param
-from benchmark_pipeline.selection.records import SOURCE_MLFLOW, SourceScan, TrialCandidate, is_finite_metric
+from benchmark_pipeline.selection.records import (
+    SOURCE_MLFLOW,
+    SourceScan,
+    TrialCandidate,
+    is_finite_metric,
+)
 from benchmark_pipeline.tracking import (
     MlflowUnavailableError,
     client_tracking_uri,
     ensure_reachable,
     resolve_experiment_id,
-    search_all_runs,
+    search_run_records,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,26 +54,24 @@ def scan_mlflow(
         if experiment_id is None:
             return SourceScan(SOURCE_MLFLOW, backbone, available=True, looked_at=[f"{uri} experiment {experiment!r} (missing)"])
         # Backbone names are safe components (no quotes), so they can be spliced into the filter.
-        runs = search_all_runs(
-            client, [experiment_id], f"tags.`{contract.TAG_BACKBONE}` = '{backbone}'", run_view_type=ViewType.ALL
-        )
+        runs = list(search_run_records(client, experiment_id, f"tags.`{contract.TAG_BACKBONE}` = '{backbone}'"))
     except (MlflowUnavailableError, MlflowException, OSError) as error:
         return SourceScan(SOURCE_MLFLOW, backbone, available=False, error=f"{type(error).__name__}: {error}")
     scan = SourceScan(SOURCE_MLFLOW, backbone, available=True, looked_at=[f"{uri} experiment {experiment_id}"])
     for run in runs:
-        tags = run.data.tags
+        tags = run.tags
         variant = variant_of(tags) if contract.TAG_VARIANT in tags or contract.TAG_STUDY_NAME in tags else None
-        if run.info.lifecycle_stage == "deleted":
+        if run.lifecycle_stage == "deleted":
             scan.exclude("deleted", variant)
             continue
-        if run.info.status != "FINISHED":
-            scan.exclude(f"status_{run.info.status.lower()}", variant)
+        if run.status != "FINISHED":
+            scan.exclude(f"status_{run.status.lower()}", variant)
             continue
         missing = [tag for tag in contract.REQUIRED_RUN_TAGS if not tags.get(tag)]
         if missing:
             scan.exclude(f"missing_tag:{missing[0]}", variant)
             continue
-        value = run.data.metrics.get(metric_name)
+        value = run.metrics.get(metric_name)
         if value is None:
             scan.exclude("missing_metric", variant)
             continue
@@ -93,11 +95,11 @@ def scan_mlflow(
                 trial_id=tags[contract.TAG_TRIAL_KEY_HASH],
                 metric=float(value),
                 trial_number=trial_number,
-                run_id=run.info.run_id,
+                run_id=run.run_id,
                 study_name=tags.get(contract.TAG_STUDY_NAME),
                 study_key_hash=tags[contract.TAG_STUDY_KEY_HASH],
-                hyperparameters={k: parse_param(v) for k, v in sorted(run.data.params.items())},
-                location=f"mlflow run {run.info.run_id}",
+                hyperparameters={k: parse_param(v) for k, v in sorted(run.params.items())},
+                location=f"mlflow run {run.run_id}",
             )
         )
     return scan
