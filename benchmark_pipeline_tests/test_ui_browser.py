@@ -68,7 +68,8 @@ def _chromium() -> str:
 
 def _browse(url: str, *extra: str) -> str:
     """Load ``url`` in a fresh headless Chromium profile; returns stdout (the DOM with ``--dump-dom``)."""
-    with tempfile.TemporaryDirectory(prefix="chromium_profile_") as profile:
+    # Chromium helper processes (crashpad, utility) may still write to the profile as it is removed.
+    with tempfile.TemporaryDirectory(prefix="chromium_profile_", ignore_cleanup_errors=True) as profile:
         done = subprocess.run(
             [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url], capture_output=True, text=True, timeout=120, check=False
         )
@@ -80,11 +81,12 @@ def _cdp_click(url: str, label: str) -> tuple[list[dict[str, Any]], bytes]:
     """Open ``url`` in Chromium driven over the DevTools protocol, click the element whose text is ``label``;
     returns the page's ``<img>`` elements (src prefix, natural size) and a PNG screenshot."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="chromium_profile_") as profile:
+    # Chromium helper processes (crashpad, utility) may still write to the profile as it is removed.
+    with tempfile.TemporaryDirectory(prefix="chromium_profile_", ignore_cleanup_errors=True) as profile:
         flags = [flag for flag in CHROMIUM_FLAGS if not flag.startswith("--virtual-time-budget")]
         process = subprocess.Popen(
             [_chromium(), *flags, f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--window-size=1400,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 30
@@ -100,7 +102,7 @@ def _cdp_click(url: str, label: str) -> tuple[list[dict[str, Any]], bytes]:
                 time.sleep(0.2)
             return asyncio.run(_click(pages[0]["webSocketDebuggerUrl"], url, label))
         finally:
-            process.terminate()
+            os.killpg(process.pid, signal.SIGTERM)  # the browser and all its helper processes
             process.wait(timeout=30)
 
 
