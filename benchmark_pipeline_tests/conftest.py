@@ -20,6 +20,7 @@ Helpers (plain functions, importable as ``from benchmark_pipeline_tests.conftest
 from __future__ import annotations
 
 import copy
+import shutil
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 # MLflow's client prints a "View run ... at ..." line, fetching the run once more, every time a run is
 # terminated; in tests that is only noise and an extra HTTP request per run. (A documented MLflow setting.)
@@ -313,6 +315,20 @@ class DemoSweeps:
     @property
     def hpo_dir(self) -> Path:
         return self.config.hpo_output_dir
+
+    def private_config_file(self, root: Path) -> tuple[Path, dict[str, Any]]:
+        """``root/pipeline.yaml`` (and its raw dict): a config reading a private copy of these sweeps' trial
+        folders (the test may break files in it), these sweeps' MLflow HPO experiments and dataset, and a
+        benchmark experiment of its own."""
+        hpo_copy = root / "hpo"
+        shutil.copytree(self.hpo_dir, hpo_copy)
+        raw = tiny_config_dict(root, self.config.mlflow.tracking_uri, suffix=unique_suffix())
+        raw["mlflow"]["hpo_experiment_prefix"] = self.config.mlflow.hpo_experiment_prefix
+        raw["hpo_output_dir"] = str(hpo_copy)
+        raw["data_config"]["local_path"] = str(self.config.root_dir / "outputs" / "data" / "shared")
+        path = root / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+        return path, raw
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import shutil
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pytest
-import yaml
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -22,7 +20,7 @@ from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.schedules import per_variant_selection_refresh_schedule, selection_refresh_schedule
 from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
 from benchmark_pipeline.defs.sensors import MAX_BENCHMARK_ATTEMPTS, RUN_KEY_TAG, SENSOR_TAG, benchmark_sensor, partition_discovery_sensor
-from benchmark_pipeline_tests.conftest import DemoSweeps, tiny_config_dict, unique_suffix
+from benchmark_pipeline_tests.conftest import DemoSweeps
 
 TICK = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.timezone.utc)
 
@@ -31,14 +29,7 @@ TICK = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.timezone.utc)
 def dagster_setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A config file reading a private copy of the demo sweeps' folders (tests may break files in it),
     the demo's MLflow HPO experiments, and a benchmark experiment of its own."""
-    hpo_copy = tmp_path / "hpo"
-    shutil.copytree(demo_sweeps.hpo_dir, hpo_copy)
-    raw = tiny_config_dict(tmp_path, mlflow_server, suffix=unique_suffix())
-    raw["mlflow"]["hpo_experiment_prefix"] = demo_sweeps.config.mlflow.hpo_experiment_prefix
-    raw["hpo_output_dir"] = str(hpo_copy)
-    raw["data_config"]["local_path"] = str(demo_sweeps.config.root_dir / "outputs" / "data" / "shared")
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    path, raw = demo_sweeps.private_config_file(tmp_path)
     resources = {"settings": PipelineSettings(config_path=str(path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
     with dg.instance_for_test() as instance:  # a real sqlite-backed instance in a temporary DAGSTER_HOME
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import yaml
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -25,7 +23,7 @@ from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline.defs.sensors import SENSOR_TAG
-from benchmark_pipeline_tests.conftest import DemoSweeps, free_port, tiny_config_dict, unique_suffix
+from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENSOR_SELECTOR = {"repositoryLocationName": "benchmark_pipeline", "repositoryName": "__repository__", "sensorName": "benchmark_sensor"}
@@ -62,13 +60,7 @@ def dagster_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def dagster_dev(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, dagster_home: Path) -> Iterator[dict[str, Any]]:
-    hpo_copy = tmp_path / "hpo"
-    shutil.copytree(demo_sweeps.hpo_dir, hpo_copy)
-    raw = tiny_config_dict(tmp_path, mlflow_server, suffix=unique_suffix())
-    raw["mlflow"]["hpo_experiment_prefix"] = demo_sweeps.config.mlflow.hpo_experiment_prefix
-    raw["hpo_output_dir"] = str(hpo_copy)
-    config_path = tmp_path / "pipeline.yaml"
-    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config_path, raw = demo_sweeps.private_config_file(tmp_path)
 
     # Select the best trials first (in this process, on the same instance), so the sensor has keys to check.
     resources = {"settings": PipelineSettings(config_path=str(config_path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.leaderboard import (
@@ -27,8 +25,6 @@ from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial_per_variant
 from benchmark_pipeline_tests.conftest import (
     DemoSweeps,
-    tiny_config_dict,
-    unique_suffix,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,14 +32,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    hpo_copy = tmp_path / "hpo"
-    shutil.copytree(demo_sweeps.hpo_dir, hpo_copy)
-    raw = tiny_config_dict(tmp_path, mlflow_server, suffix=unique_suffix())
-    raw["mlflow"]["hpo_experiment_prefix"] = demo_sweeps.config.mlflow.hpo_experiment_prefix
-    raw["hpo_output_dir"] = str(hpo_copy)
-    raw["data_config"]["local_path"] = str(demo_sweeps.config.root_dir / "outputs" / "data" / "shared")
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    path, raw = demo_sweeps.private_config_file(tmp_path)
     resources = {"settings": PipelineSettings(config_path=str(path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])

@@ -4,21 +4,17 @@ private copy of the demo sweeps and the session's MLflow server: retrieve → fi
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import nbclient
 import nbformat
 import pytest
-import yaml
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline_tests.conftest import (
     DemoSweeps,
-    tiny_config_dict,
-    unique_suffix,
 )
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "benchmark_best_trials.ipynb"
@@ -57,14 +53,7 @@ def test_notebook_retrieves_filters_then_benchmarks_only_what_is_missing(
         json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": KERNEL, "language": "python"}),
         encoding="utf-8",
     )
-    hpo_copy = tmp_path / "hpo"
-    shutil.copytree(demo_sweeps.hpo_dir, hpo_copy)
-    raw = tiny_config_dict(tmp_path, mlflow_server, suffix=unique_suffix())
-    raw["mlflow"]["hpo_experiment_prefix"] = demo_sweeps.config.mlflow.hpo_experiment_prefix
-    raw["hpo_output_dir"] = str(hpo_copy)
-    raw["data_config"]["local_path"] = str(demo_sweeps.config.root_dir / "outputs" / "data" / "shared")
-    config_path = tmp_path / "pipeline.yaml"
-    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config_path, raw = demo_sweeps.private_config_file(tmp_path)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("BENCHMARK_PIPELINE_CONFIG", str(config_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

@@ -32,7 +32,6 @@ from typing import Any
 import dagster as dg
 import pytest
 import websockets
-import yaml
 
 from benchmark_pipeline.defs.benchmark_assets import benchmark_result
 from benchmark_pipeline.defs.leaderboard_assets import leaderboard
@@ -42,8 +41,6 @@ from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline_tests.conftest import (
     DemoSweeps,
     free_port,
-    tiny_config_dict,
-    unique_suffix,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -162,14 +159,7 @@ def _shown(name: str, text: str) -> bool:
 
 @pytest.fixture
 def webserver(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    hpo_copy = tmp_path / "hpo"
-    shutil.copytree(demo_sweeps.hpo_dir, hpo_copy)
-    raw = tiny_config_dict(tmp_path, mlflow_server, suffix=unique_suffix())
-    raw["mlflow"]["hpo_experiment_prefix"] = demo_sweeps.config.mlflow.hpo_experiment_prefix
-    raw["hpo_output_dir"] = str(hpo_copy)
-    raw["data_config"]["local_path"] = str(demo_sweeps.config.root_dir / "outputs" / "data" / "shared")
-    config_path = tmp_path / "pipeline.yaml"
-    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config_path, raw = demo_sweeps.private_config_file(tmp_path)
     home = tmp_path / "dagster_home"
     home.mkdir()
     # nux: off, so the "Join the Dagster community" dialog does not cover the page.
