@@ -100,8 +100,8 @@ def test_mlflow_killed_before_logging_keeps_the_result_and_the_next_pass_uploads
     remaining = filter_missing_benchmarks(best, experiment, config.benchmark_config, config.data_config, tmp_path, config.environment, client)
     assert remaining == {}
     runs = {r.info.status: r for r in _benchmark_runs(client, experiment["name"])}
-    assert set(runs) == {"FINISHED", "FAILED"}  # the stale run is closed, the upload is FINISHED
-    assert runs["FAILED"].data.tags["superseded_by"] == runs["FINISHED"].info.run_id
+    assert set(runs) == {"FINISHED"}  # the run created before the outage is completed, not duplicated
+    assert runs["FINISHED"].info.run_id == result["mlflow_run_id"]
     assert runs["FINISHED"].data.tags["benchmark_key"] == key
     uploaded = json.loads(Path(client.download_artifacts(runs["FINISHED"].info.run_id, "benchmark.json", str(tmp_path))).read_text())
     assert uploaded["measurements"] == result["measurements"] and uploaded["started_at"] == result["started_at"]
@@ -110,7 +110,7 @@ def test_mlflow_killed_before_logging_keeps_the_result_and_the_next_pass_uploads
     # And the next benchmark pass runs nothing.
     again = benchmark_best_trials(best, *args, experiment, client, demo_sweeps.hpo_dir)["bilstm"]
     assert again["status"] == "existing" and again["mlflow_run_id"] == runs["FINISHED"].info.run_id
-    assert len(_benchmark_runs(client, experiment["name"])) == 2
+    assert len(_benchmark_runs(client, experiment["name"])) == 1
 
 
 _WORKER = textwrap.dedent(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import ViewType
+from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_cache_entry
@@ -37,22 +37,27 @@ class BenchmarkRunRecord:
     start_time: int | None
 
 
-def benchmark_exists_in_mlflow(benchmark_key: str, benchmark_experiment: dict[str, str], mlflow_client: MlflowClient) -> bool:
-    """True when the benchmark experiment holds a FINISHED, active run tagged with ``benchmark_key``.
+def first_finished_run(mlflow_client: MlflowClient, experiment_id: str, benchmark_key: str) -> Run | None:
+    """The earliest FINISHED, active run tagged with ``benchmark_key`` in the experiment, or ``None``.
 
     The status is part of the server-side filter, so a FAILED run listed first cannot hide a FINISHED one.
     """
     parse_benchmark_key(benchmark_key)  # a validated key holds no quote, so it is safe inside the filter
-    experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
-    if experiment_id is None:
-        return False
     runs = mlflow_client.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.{BENCHMARK_KEY_TAG} = '{benchmark_key}' and attributes.status = 'FINISHED'",
         run_view_type=ViewType.ACTIVE_ONLY,
         max_results=1,
+        order_by=["attributes.start_time ASC"],
     )
-    return len(runs) > 0
+    return runs[0] if runs else None
+
+
+def benchmark_exists_in_mlflow(benchmark_key: str, benchmark_experiment: dict[str, str], mlflow_client: MlflowClient) -> bool:
+    """True when the benchmark experiment holds a FINISHED, active run tagged with ``benchmark_key``."""
+    parse_benchmark_key(benchmark_key)
+    experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
+    return experiment_id is not None and first_finished_run(mlflow_client, experiment_id, benchmark_key) is not None
 
 
 def benchmark_exists_on_disk(benchmark_key: str, root_dir: Path, environment: str) -> Path | None:
@@ -114,15 +119,7 @@ def find_existing_benchmark(
     if mlflow_client is not None:
         experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
         if experiment_id is not None:
-            parse_benchmark_key(benchmark_key)
-            runs = mlflow_client.search_runs(
-                experiment_ids=[experiment_id],
-                filter_string=f"tags.{BENCHMARK_KEY_TAG} = '{benchmark_key}' and attributes.status = 'FINISHED'",
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1,
-                order_by=["attributes.start_time ASC"],
-            )
-            run = runs[0] if runs else None
+            run = first_finished_run(mlflow_client, experiment_id, benchmark_key)
     cached = read_cache_entry(cache_dir(root_dir, environment), benchmark_key)
     result: dict[str, Any] | None = dict(cached["result"]) if cached else None
     if result is None and run is not None:

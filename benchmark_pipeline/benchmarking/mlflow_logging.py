@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, ViewType
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.cache import read_cache_entry, write_cache_entry
-from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG
+from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, first_finished_run
 from benchmark_pipeline.benchmarking.keys import parse_benchmark_key
 from benchmark_pipeline.benchmarking.report import plot_latency
 from benchmark_pipeline.hpo import contract
@@ -75,35 +75,34 @@ def log_benchmark_result(client: MlflowClient, run_id: str, result: Mapping[str,
     client.set_terminated(run_id, "FINISHED")
 
 
-def _finished_run_id(client: MlflowClient, experiment_id: str, benchmark_key: str) -> str | None:
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{BENCHMARK_KEY_TAG} = '{benchmark_key}' and attributes.status = 'FINISHED'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+def _reusable_run(client: MlflowClient, run_id: str | None) -> str | None:
+    """The run created for this result before MLflow failed, when it is still active and RUNNING: the
+    upload completes it (re-logging identical params and metrics is harmless) rather than leaving it open
+    beside a second run."""
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
 
 
 def upload_pending(client: MlflowClient, experiment_id: str, cache_directory: Path, benchmark_key: str) -> str | None:
     """Upload one cached result marked ``mlflow.logged: false``; returns the FINISHED run id (``None`` when
-    there was nothing pending). A run already FINISHED for the key is adopted instead of logging twice."""
+    there was nothing pending). A run already FINISHED for the key is adopted instead of logging twice; the
+    result's own RUNNING run (created before the outage) is completed; otherwise a new run is created."""
     entry = read_cache_entry(cache_directory, benchmark_key)
     if entry is None or entry.get("mlflow", {}).get("logged"):
         return None
     result = entry["result"]
-    run_id = _finished_run_id(client, experiment_id, benchmark_key)
+    finished = first_finished_run(client, experiment_id, benchmark_key)
+    run_id = finished.info.run_id if finished is not None else None
     if run_id is None:
-        stale = entry.get("mlflow", {}).get("run_id")
-        run_id = start_benchmark_run(client, experiment_id, benchmark_key, result.get("hpo_run_id"))
+        run_id = _reusable_run(client, entry.get("mlflow", {}).get("run_id"))
+        if run_id is None:
+            run_id = start_benchmark_run(client, experiment_id, benchmark_key, result.get("hpo_run_id"))
         log_benchmark_result(client, run_id, result)
-        if stale:
-            # The run created before the outage never got its result; close it so it does not stay RUNNING.
-            try:
-                client.set_tag(stale, "superseded_by", run_id)
-                client.set_terminated(stale, "FAILED")
-            except MlflowException:
-                pass
     write_cache_entry(cache_directory, benchmark_key, result, run_id, mlflow_logged=True)
     logger.info("uploaded cached benchmark %s to MLflow run %s (no benchmark was run)", benchmark_key, run_id)
     return run_id

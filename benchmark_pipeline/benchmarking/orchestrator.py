@@ -53,6 +53,8 @@ from benchmark_pipeline.tracking import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_BENCHMARK_EXPERIMENT = {"name": "benchmarks"}
+#: Seconds the server may take to answer /health before a finished result is kept for a later upload.
+LOGGING_PROBE_TIMEOUT_S = 15.0
 ProgressCallback = Callable[[str], None]
 
 
@@ -240,8 +242,9 @@ def benchmark_best_trials(
         logged = False
         if run_id is not None:
             try:
-                # A dead server would make MLflow's client retry for minutes: probe it first.
-                ensure_reachable(client_tracking_uri(client))
+                # A dead server would make MLflow's client retry for minutes: probe it first (generously: a
+                # refused connection fails at once, and a busy server must not be mistaken for a dead one).
+                ensure_reachable(client_tracking_uri(client), timeout_s=LOGGING_PROBE_TIMEOUT_S)
                 log_benchmark_result(client, run_id, result)
                 logged = True
             except (MlflowUnavailableError, MlflowException, OSError) as error:
