@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.benchmarking.cache import read_cache_entry, write_cache_entry
+from benchmark_pipeline.benchmarking.cache import cache_path, read_cache_entry, write_cache_entry
 from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, first_finished_run
 from benchmark_pipeline.benchmarking.keys import parse_benchmark_key
 from benchmark_pipeline.benchmarking.report import plot_latency
@@ -108,30 +108,38 @@ def upload_pending(client: MlflowClient, experiment_id: str, cache_directory: Pa
     return run_id
 
 
+def _is_pending(entry: Mapping[str, Any] | None) -> bool:
+    return entry is not None and not entry.get("mlflow", {}).get("logged")
+
+
 def pending_keys(cache_directory: Path) -> list[str]:
-    """Keys of cache entries that are not in MLflow yet (sorted)."""
+    """Keys of valid cache entries that are not in MLflow yet (sorted)."""
     keys = []
     for path in sorted(cache_directory.glob("benchmark_*.json")):
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
             key = payload["benchmark_key"]
-            parse_benchmark_key(key)
+            # Trusted only as read_cache_entry would: a valid key whose own file this is, holding a result.
+            valid = cache_path(cache_directory, key) == path and "result" in payload
         except (OSError, ValueError, KeyError, TypeError):
             continue  # reported when read for that key; never trusted
-        if not payload.get("mlflow", {}).get("logged") and read_cache_entry(cache_directory, key) is not None:
+        if valid and _is_pending(payload):
             keys.append(key)
     return keys
 
 
 def upload_pending_benchmarks(client: MlflowClient | None, experiment_id: str | None, cache_directory: Path, keys: Iterable[str] | None = None) -> list[str]:
-    """Upload every pending cached result (or those of ``keys``); returns the uploaded keys.
+    """Upload every pending cached result (or, reading only their entries, those of ``keys``); returns the
+    uploaded keys.
 
     Does nothing when MLflow is unreachable (the results stay pending for the next attempt).
     """
     if client is None or experiment_id is None:
         return []
-    pending = pending_keys(cache_directory)
-    candidates = pending if keys is None else sorted(set(keys) & set(pending))
+    if keys is None:
+        candidates = pending_keys(cache_directory)
+    else:
+        candidates = sorted(k for k in set(keys) if _is_pending(read_cache_entry(cache_directory, k)))
     if not candidates:
         return []
     try:

@@ -114,8 +114,9 @@ def filter_missing_benchmarks(
     validate_benchmark_config(benchmark_config)
     client = _reachable(_default_client(mlflow_client))
     directory = cache_dir(root_dir, environment)
-    if client is not None and pending_keys(directory):
-        upload_pending_benchmarks(client, _benchmark_experiment_id(client, benchmark_experiment, Path(root_dir)), directory)
+    pending = pending_keys(directory) if client is not None else []
+    if pending:
+        upload_pending_benchmarks(client, _benchmark_experiment_id(client, benchmark_experiment, Path(root_dir)), directory, pending)
     in_mlflow = finished_keys(fetch_benchmark_runs(client, benchmark_experiment)) if client is not None else set()
 
     def missing(trial_info: dict[str, Any]) -> dict[str, Any] | None:

@@ -88,9 +88,10 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
     client = mlflow.client()
     cache = cache_dir(config.root_dir, config.environment)
     # Results cached while MLflow was down are uploaded here (no benchmark runs); costs nothing otherwise.
-    if pending_keys(cache):
+    pending = pending_keys(cache)
+    if pending:
         experiment_id = resolve_experiment_id(client, config.benchmark_experiment())
-        uploaded = upload_pending_benchmarks(client, experiment_id, cache)
+        uploaded = upload_pending_benchmarks(client, experiment_id, cache, pending)
         if uploaded:
             context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
     finished = finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment()))
