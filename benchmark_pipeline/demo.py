@@ -17,15 +17,8 @@ from benchmark_pipeline.config import PipelineConfig, load_config
 from benchmark_pipeline.hpo.dataset import dataset_directory
 from benchmark_pipeline.selection.report import format_selection_table
 from benchmark_pipeline.selection.shapes import map_trial_infos
-from benchmark_pipeline.selection.trial_retrieval import retrieve_best_trials
+from benchmark_pipeline.selection.trial_retrieval import retrieve_configured_best_trials
 from benchmark_pipeline.tracking import make_client
-
-
-def _retrieve(config: PipelineConfig, scope: str) -> dict[str, Any]:
-    return retrieve_best_trials(
-        list(config.backbones), config.hpo_experiments(), config.benchmark_experiment(), config.selection_config(),
-        config.hpo_config, config.data_config, config.root_dir, config.environment, scope, make_client(config.mlflow.tracking_uri),
-    )
 
 
 def print_summary(config: PipelineConfig) -> None:
@@ -38,7 +31,7 @@ def print_summary(config: PipelineConfig) -> None:
     print(f"  Dataset             : {dataset_directory(config.data_config, config.root_dir)}")
     print(f"  Benchmark cache     : {config.root_dir / 'outputs' / 'benchmarking' / config.environment / 'cache'}")
     for scope in ("overall", "per_variant"):
-        best = _retrieve(config, scope)
+        best = retrieve_configured_best_trials(config, scope, client)
         print(f"\n== Best trials (selection_scope={scope!r})")
         print(format_selection_table(best))
 

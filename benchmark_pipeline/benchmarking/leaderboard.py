@@ -28,7 +28,7 @@ from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.selection.shapes import iter_trial_infos
-from benchmark_pipeline.selection.trial_retrieval import retrieve_best_trials
+from benchmark_pipeline.selection.trial_retrieval import retrieve_configured_best_trials
 from benchmark_pipeline.tracking import (
     client_tracking_uri,
     default_artifact_location,
@@ -48,12 +48,8 @@ COLUMNS = (
 def collect_leaderboard(config: PipelineConfig, client: MlflowClient | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any] | None]]:
     """``(per_variant, overall, stored)``: the best trial of each backbone × variant and of each backbone, and
     the stored benchmark of each per-variant pick by benchmark key (``None`` where not benchmarked yet)."""
-    common = (
-        list(config.backbones), config.hpo_experiments(), config.benchmark_experiment(), config.selection_config(),
-        config.hpo_config, config.data_config, config.root_dir, config.environment,
-    )  # fmt: skip
-    per_variant = retrieve_best_trials(*common, selection_scope="per_variant", mlflow_client=client)
-    overall = retrieve_best_trials(*common, selection_scope="overall", mlflow_client=client)
+    per_variant = retrieve_configured_best_trials(config, "per_variant", client)
+    overall = retrieve_configured_best_trials(config, "overall", client)
     stored: dict[str, dict[str, Any] | None] = {}
     for info in iter_trial_infos(per_variant):
         key = key_for_trial(info, config.data_config, config.benchmark_config)

@@ -16,7 +16,7 @@ from benchmark_pipeline.defs.metadata import retrieval_metadata
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions, partition_pair
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.selection.report import format_selection_table
-from benchmark_pipeline.selection.trial_retrieval import NoTrialsFoundError, retrieve_best_trials
+from benchmark_pipeline.selection.trial_retrieval import NoTrialsFoundError, retrieve_configured_best_trials
 
 with warnings.catch_warnings():
     # The mapping is marked beta; it is exactly "every variant of this backbone", which is what we mean.
@@ -26,18 +26,7 @@ with warnings.catch_warnings():
 
 def _retrieve(config: PipelineConfig, mlflow: MlflowResource, backbone: str, scope: str) -> dict[str, Any]:
     try:
-        return retrieve_best_trials(
-            backbone_values=[backbone],
-            hpo_experiments=config.hpo_experiments([backbone]),
-            benchmark_experiment=config.benchmark_experiment(),
-            selection_config=config.selection_config(),
-            hpo_config=config.hpo_config,
-            data_config=config.data_config,
-            root_dir=config.root_dir,
-            environment=config.environment,
-            selection_scope=scope,
-            mlflow_client=mlflow.client(),
-        )
+        return retrieve_configured_best_trials(config, scope, mlflow.client(), backbones=[backbone])
     except (NoTrialsFoundError, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
 

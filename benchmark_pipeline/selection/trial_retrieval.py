@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.config import validate_objective
+from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
 from benchmark_pipeline.hpo import contract
 from benchmark_pipeline.selection._disk_source import scan_disk
@@ -51,6 +51,7 @@ __all__ = [
     "StudyDirectionError",
     "compare_sources",
     "retrieve_best_trials",
+    "retrieve_configured_best_trials",
     "retrieve_from_disk",
     "retrieve_from_mlflow",
     "retrieve_from_study",
@@ -274,6 +275,29 @@ def retrieve_best_trials(
                 per_variant[variant] = info
             results[backbone] = per_variant
     return results
+
+
+def retrieve_configured_best_trials(
+    config: PipelineConfig,
+    selection_scope: str = "overall",
+    mlflow_client: MlflowClient | None = None,
+    backbones: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`retrieve_best_trials` with every argument taken from one deployment's :class:`PipelineConfig`,
+    for ``backbones`` (default: the configured ones)."""
+    names = list(config.backbones if backbones is None else backbones)
+    return retrieve_best_trials(
+        backbone_values=names,
+        hpo_experiments=config.hpo_experiments(names),
+        benchmark_experiment=config.benchmark_experiment(),
+        selection_config=config.selection_config(),
+        hpo_config=config.hpo_config,
+        data_config=config.data_config,
+        root_dir=config.root_dir,
+        environment=config.environment,
+        selection_scope=selection_scope,
+        mlflow_client=mlflow_client,
+    )
 
 
 def _nothing_found_message(backbone: str, scans: Mapping[str, SourceScan]) -> str:
