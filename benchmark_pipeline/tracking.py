@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,15 @@ class MlflowUnavailableError(RuntimeError):
 
 def make_client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def client_or_default(mlflow_client: MlflowClient | None, tracking_uri: str | None = None) -> MlflowClient | None:
+    """``mlflow_client`` when given; else a client for ``tracking_uri``, else for ``$MLFLOW_TRACKING_URI``;
+    else ``None`` (no MLflow: MLflow's own default would create ``./mlruns`` wherever the process runs)."""
+    if mlflow_client is not None:
+        return mlflow_client
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return make_client(uri) if uri else None
 
 
 def is_remote(tracking_uri: str) -> bool:

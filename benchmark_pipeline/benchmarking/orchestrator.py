@@ -17,7 +17,6 @@ again (:func:`~benchmark_pipeline.benchmarking.mlflow_logging.upload_pending_ben
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,12 +41,12 @@ from benchmark_pipeline.config import validate_benchmark_config
 from benchmark_pipeline.hpo import contract
 from benchmark_pipeline.selection.shapes import iter_trial_infos, map_trial_infos
 from benchmark_pipeline.tracking import (
+    client_or_default,
     MlflowUnavailableError,
     client_tracking_uri,
     default_artifact_location,
     ensure_reachable,
     get_or_create_experiment,
-    make_client,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,13 +63,6 @@ class BenchmarkFailedError(RuntimeError):
     def __init__(self, failures: Mapping[str, str]) -> None:
         self.failures = dict(failures)
         super().__init__("benchmarks failed:\n" + "\n".join(f"  {k}: {v}" for k, v in self.failures.items()))
-
-
-def _default_client(mlflow_client: MlflowClient | None) -> MlflowClient | None:
-    if mlflow_client is not None:
-        return mlflow_client
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    return make_client(uri) if uri else None
 
 
 def _reachable(client: MlflowClient | None) -> MlflowClient | None:
@@ -112,7 +104,7 @@ def filter_missing_benchmarks(
     benchmarking again.
     """
     validate_benchmark_config(benchmark_config)
-    client = _reachable(_default_client(mlflow_client))
+    client = _reachable(client_or_default(mlflow_client))
     directory = cache_dir(root_dir, environment)
     pending = pending_keys(directory) if client is not None else []
     if pending:
@@ -197,7 +189,7 @@ def benchmark_best_trials(
     """
     validate_benchmark_config(benchmark_config)
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
-    client = _reachable(_default_client(mlflow_client))
+    client = _reachable(client_or_default(mlflow_client))
     experiment_id = _benchmark_experiment_id(client, experiment, Path(root_dir))
     directory = cache_dir(root_dir, environment)
     allowed_roots = _allowed_model_roots(Path(root_dir), environment, hpo_output_dir)

@@ -17,7 +17,6 @@ The rules (the contract, also in ``docs/selection.md``):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from benchmark_pipeline.selection.records import (
     SourceScan,
     TrialCandidate,
 )
-from benchmark_pipeline.tracking import make_client
+from benchmark_pipeline.tracking import client_or_default
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +194,6 @@ def _select_partition(
     return info
 
 
-def _default_client(selection_config: Mapping[str, Any]) -> MlflowClient | None:
-    uri = selection_config.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    return make_client(uri) if uri else None
-
-
 def retrieve_best_trials(
     backbone_values: list[str],
     hpo_experiments: dict[str, dict[str, str]],
@@ -238,7 +232,7 @@ def retrieve_best_trials(
     for backbone in backbone_values:
         require_safe_component(backbone, "backbone")
     hpo_dir = Path(selection_config.get("hpo_output_dir") or Path(root_dir) / "outputs" / "hpo" / environment)
-    client = mlflow_client if mlflow_client is not None else _default_client(selection_config)
+    client = client_or_default(mlflow_client, selection_config.get("tracking_uri"))
     timeout_s = float(selection_config.get("mlflow_timeout_s", 3.0))
     studies = selection_config.get("optuna_studies") or {}
     storages = selection_config.get("optuna_storages") or ()
