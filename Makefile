@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean browser
+.PHONY: demo test lint install clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "WARNING: chromium is missing and this is not root: install it (apt-get install chromium) or test_ui_browser fails"; fi; \
 	fi
+
+# Layer contracts (pyproject.toml [tool.importlinter]): the core imports neither Dagster nor the demo.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q -ra --durations=15

@@ -74,7 +74,7 @@ def main() -> None:
     from benchmark_pipeline.benchmarking.backends import open_onnx_session
     from benchmark_pipeline.benchmarking.runner import _batch, run_benchmark
     from benchmark_pipeline.config import load_config
-    from benchmark_pipeline.hpo.dataset import load_split, write_dataset
+    from benchmark_pipeline.demo.dataset import load_split, write_dataset
 
     model_dir = find_model()
     meta = json.loads((model_dir / "trial_meta.json").read_text())

@@ -92,7 +92,7 @@ def build() -> dict:
                 for bs in (1, 8, 32):
                     for stat in ("count", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "cv", "throughput_samples_per_s", "peak_rss_mb"):
                         metrics[f"{backend}.bs{bs}.{stat}"] = rng.uniform(0.1, 100)
-            metrics.update({"quality.test_macro_f1": 0.9, "quality.prediction_agreement": 1.0, "quality.max_abs_logit_diff": 1e-6, "quality.test_examples": 192.0})
+            metrics.update({"quality.test_macro_f1": 0.9, "quality.prediction_agreement": 1.0, "quality.max_abs_output_diff": 1e-6, "quality.test_examples": 192.0})
             run = SqlRun(name=tags["mlflow.runName"], artifact_uri=f"{(DIR / 'artifacts').as_uri()}/{experiment_id}/{run_id}/artifacts",
                          run_uuid=run_id, experiment_id=int(experiment_id), source_type="UNKNOWN", source_name="", entry_point_name="",
                          user_id="bench", status=status, start_time=start, end_time=start + 30_000, deleted_time=None,

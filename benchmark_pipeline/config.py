@@ -10,12 +10,14 @@ Deployment values may be overridden by environment variables, so one file serves
 
 ``data_config``, ``hpo_config`` and ``benchmark_config`` stay plain dicts, since the public API
 (``retrieve_best_trials``, ``build_benchmark_key`` ...) takes them as dicts; :func:`load_config` checks their
-shape once so later code can trust them.
+shape once so later code can trust them. Only what retrieval and benchmarking read is required; the
+embedded demo checks the fields its generator and sweeps read itself (:mod:`benchmark_pipeline.demo.settings`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -63,7 +65,7 @@ class PipelineConfig:
 
     @property
     def variants(self) -> tuple[str, ...]:
-        return tuple(sorted(self.hpo_config["variants"]))
+        return tuple(sorted(self.hpo_config.get("variants") or {}))
 
     @property
     def objective(self) -> dict[str, str]:
@@ -86,7 +88,7 @@ class PipelineConfig:
         return {"name": self.mlflow.benchmark_experiment}
 
 
-def _require(mapping: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+def require_field(mapping: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in mapping:
         raise ConfigError(f"{where}.{key} is required")
     value = mapping[key]
@@ -98,8 +100,8 @@ def _require(mapping: Mapping[str, Any], key: str, where: str, kind: type | tupl
     return value
 
 
-def _positive_int(mapping: Mapping[str, Any], key: str, where: str, *, allow_zero: bool = False) -> int:
-    value = _require(mapping, key, where, int)
+def positive_int(mapping: Mapping[str, Any], key: str, where: str, *, allow_zero: bool = False) -> int:
+    value = require_field(mapping, key, where, int)
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{where}.{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return value
@@ -107,107 +109,146 @@ def _positive_int(mapping: Mapping[str, Any], key: str, where: str, *, allow_zer
 
 def validate_objective(hpo_config: Mapping[str, Any]) -> dict[str, str]:
     """Return ``{"metric", "direction"}`` from ``hpo_config["objective"]`` (direction defaults to maximize)."""
-    objective = _require(hpo_config, "objective", "hpo_config", dict)
-    metric = _require(objective, "metric", "hpo_config.objective", str)
+    objective = require_field(hpo_config, "objective", "hpo_config", dict)
+    metric = require_field(objective, "metric", "hpo_config.objective", str)
     direction = objective.get("direction", "maximize")
     if direction not in _DIRECTIONS:
         raise ConfigError(f"hpo_config.objective.direction must be one of {_DIRECTIONS}, got {direction!r}")
     return {"metric": metric, "direction": direction}
 
 
-def validate_data_config(data_config: Any) -> dict[str, Any]:
-    if not isinstance(data_config, dict):
-        raise ConfigError(f"data_config must be a mapping, got {type(data_config).__name__}")
-    _require(data_config, "name", "data_config", str)
-    if "version" not in data_config:
-        raise ConfigError("data_config.version is required")
+def _safe_name(value: Any, where: str) -> str:
     try:
-        require_safe_component(str(data_config["version"]), "data_config.version")
+        return require_safe_component(value, where)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    for key in ("vocab_size", "max_length", "train_size", "validation_size", "test_size", "seed"):
-        _positive_int(data_config, key, "data_config", allow_zero=key == "seed")
-    if data_config["vocab_size"] < 64:
-        raise ConfigError(f"data_config.vocab_size must be >= 64, got {data_config['vocab_size']}")
-    if data_config["max_length"] < 8:
-        raise ConfigError(f"data_config.max_length must be >= 8, got {data_config['max_length']}")
+
+
+def validate_data_config(data_config: Any) -> dict[str, Any]:
+    """The core needs only the dataset's ``name`` and ``version`` (its identity, with the rest hashed into the
+    data fingerprint); fields the embedded demo's generator reads are checked by the demo's own assets."""
+    if not isinstance(data_config, dict):
+        raise ConfigError(f"data_config must be a mapping, got {type(data_config).__name__}")
+    require_field(data_config, "name", "data_config", str)
+    if "version" not in data_config:
+        raise ConfigError("data_config.version is required")
+    _safe_name(str(data_config["version"]), "data_config.version")
     return data_config
 
 
 def validate_hpo_config(hpo_config: Any) -> dict[str, Any]:
+    """The core needs the ``objective``; ``variants``, when given, names the HPO variants (search spaces and
+    trial counts inside them are the HPO code's business: the demo checks its own)."""
     if not isinstance(hpo_config, dict):
         raise ConfigError(f"hpo_config must be a mapping, got {type(hpo_config).__name__}")
     validate_objective(hpo_config)
-    variants = _require(hpo_config, "variants", "hpo_config", dict)
-    if not variants:
-        raise ConfigError("hpo_config.variants must name at least one variant")
+    variants = hpo_config.get("variants", {})
+    if not isinstance(variants, dict):
+        raise ConfigError(f"hpo_config.variants must be a mapping of variant name to settings, got {type(variants).__name__}")
     for name, variant in variants.items():
         where = f"hpo_config.variants.{name}"
-        try:
-            require_safe_component(name, where)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        _safe_name(name, where)
         if not isinstance(variant, dict):
             raise ConfigError(f"{where} must be a mapping, got {type(variant).__name__}")
-        _positive_int(variant, "n_trials", where)
-        _positive_int(variant, "epochs", where)
-        space = _require(variant, "search_space", where, dict)
-        for param, spec in space.items():
-            pwhere = f"{where}.search_space.{param}"
-            if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
-                raise ConfigError(f"{pwhere} must be a mapping with type float, int or categorical")
-            if spec["type"] == "categorical":
-                choices = _require(spec, "choices", pwhere, list)
-                if not choices:
-                    raise ConfigError(f"{pwhere}.choices must not be empty")
-            else:
-                low = _require(spec, "low", pwhere, (int, float))
-                high = _require(spec, "high", pwhere, (int, float))
-                if low > high:
-                    raise ConfigError(f"{pwhere}: low ({low}) must be <= high ({high})")
     return hpo_config
 
 
 #: Values the benchmark uses when a field is left out; :func:`canonical_benchmark_config` writes them in, so
 #: a config that omits a default and one that spells it out are the same benchmark (and the same key).
 BENCHMARK_DEFAULTS: dict[str, Any] = {"device": "cpu", "min_duration_s": 0.0, "intra_op_threads": 1}
+#: Defaults of fields added later: dropped from the canonical config when they hold their default, so that
+#: the hash of every config written before they existed stays what it was.
+OPTIONAL_BENCHMARK_DEFAULTS: dict[str, Any] = {"output_tolerance": 1e-3, "synthetic_int_high": 2, "pytorch": {}}
+#: Machine-local fields: where the test data lies on this machine is not part of the benchmark's identity
+#: (the data is identified by ``data_config``'s fingerprint, as ``data_config.local_path`` is left out of it).
+MACHINE_LOCAL_BENCHMARK_FIELDS = frozenset({"test_data"})
+#: ``benchmark_config.task`` values with a built-in metric; anything else must be a ``module:function``.
+BUILT_IN_TASKS = ("token-classification", "sequence-classification")
+_IMPORT_STRING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def canonical_benchmark_config(benchmark_config: Mapping[str, Any]) -> dict[str, Any]:
-    """``benchmark_config`` with defaults filled in and ``min_duration_s`` as a float (``0`` ≡ ``0.0``)."""
+    """``benchmark_config`` as hashed: defaults filled in, ``min_duration_s`` as a float (``0`` ≡ ``0.0``),
+    later optional fields left out when at their default, machine-local fields left out."""
     canonical = {**BENCHMARK_DEFAULTS, **benchmark_config}
     if isinstance(canonical["min_duration_s"], int) and not isinstance(canonical["min_duration_s"], bool):
         canonical["min_duration_s"] = float(canonical["min_duration_s"])
-    return canonical
+    for name, default in OPTIONAL_BENCHMARK_DEFAULTS.items():
+        if name in canonical and canonical[name] == default:
+            del canonical[name]
+    return {k: v for k, v in canonical.items() if k not in MACHINE_LOCAL_BENCHMARK_FIELDS}
+
+
+def _number(mapping: Mapping[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
+    value = mapping.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"{where}.{key} must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def validate_import_string(value: Any, where: str) -> str:
+    """``"package.module:function"``, else a :class:`ConfigError` naming ``where``."""
+    if not isinstance(value, str) or not _IMPORT_STRING.match(value):
+        raise ConfigError(f"{where} must be an import string 'package.module:function', got {value!r}")
+    return value
 
 
 def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
-    """Check a benchmark config; every error names the field."""
+    """Check a benchmark config (the design document's ``batch_sizes, iterations, warmup, max_length, device``
+    plus optional fields, see ``docs/benchmarking.md``); every error names the field."""
     if not isinstance(benchmark_config, dict):
         raise ConfigError(f"benchmark_config must be a mapping, got {type(benchmark_config).__name__}")
     where = "benchmark_config"
-    batch_sizes = _require(benchmark_config, "batch_sizes", where, list)
+    batch_sizes = require_field(benchmark_config, "batch_sizes", where, list)
     if not batch_sizes:
         raise ConfigError(f"{where}.batch_sizes must not be empty")
     for size in batch_sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ConfigError(f"{where}.batch_sizes must hold positive integers, got {size!r}")
-    _positive_int(benchmark_config, "max_length", where)
-    _positive_int(benchmark_config, "warmup", where, allow_zero=True)
-    _positive_int(benchmark_config, "iterations", where)
-    min_duration = benchmark_config.get("min_duration_s", 0.0)
-    if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float)) or min_duration < 0:
-        raise ConfigError(f"{where}.min_duration_s must be a number >= 0, got {min_duration!r}")
+    positive_int(benchmark_config, "max_length", where)
+    positive_int(benchmark_config, "warmup", where, allow_zero=True)
+    positive_int(benchmark_config, "iterations", where)
+    _number(benchmark_config, "min_duration_s", where, 0.0)
     device = benchmark_config.get("device", "cpu")
     if device not in _DEVICES:
         raise ConfigError(f"{where}.device must be one of {_DEVICES}, got {device!r}")
-    backends = _require(benchmark_config, "backends", where, list)
-    if not backends or any(b not in _BACKENDS for b in backends):
-        raise ConfigError(f"{where}.backends must be a non-empty list drawn from {_BACKENDS}, got {backends!r}")
+    if "backends" in benchmark_config:
+        backends = benchmark_config["backends"]
+        if not isinstance(backends, list) or not backends or any(b not in _BACKENDS for b in backends):
+            raise ConfigError(
+                f"{where}.backends must be a non-empty list drawn from {_BACKENDS} (or left out: every backend "
+                f"the trial has a model file for), got {backends!r}"
+            )
     threads = benchmark_config.get("intra_op_threads", 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"{where}.intra_op_threads must be an integer >= 0 (0: library default), got {threads!r}")
+    if "test_data" in benchmark_config and not isinstance(benchmark_config["test_data"], str):
+        raise ConfigError(f"{where}.test_data must be the path of a .npz or .jsonl file, got {benchmark_config['test_data']!r}")
+    _number(benchmark_config, "output_tolerance", where, OPTIONAL_BENCHMARK_DEFAULTS["output_tolerance"])
+    int_high = benchmark_config.get("synthetic_int_high", OPTIONAL_BENCHMARK_DEFAULTS["synthetic_int_high"])
+    if isinstance(int_high, bool) or not isinstance(int_high, int) or int_high < 1:
+        raise ConfigError(f"{where}.synthetic_int_high must be an integer >= 1, got {int_high!r}")
+    task = benchmark_config.get("task")
+    if task is not None and task not in BUILT_IN_TASKS:
+        validate_import_string(task, f"{where}.task (one of {BUILT_IN_TASKS}, or a metric)")
+    pytorch = benchmark_config.get("pytorch", {})
+    if not isinstance(pytorch, dict):
+        raise ConfigError(f"{where}.pytorch must be a mapping, got {type(pytorch).__name__}")
+    unknown = sorted(set(pytorch) - {"model_factory"})
+    if unknown:
+        raise ConfigError(f"{where}.pytorch has unknown key(s) {unknown}; the only key is 'model_factory'")
+    if "model_factory" in pytorch:
+        validate_import_string(pytorch["model_factory"], f"{where}.pytorch.model_factory")
     return benchmark_config
+
+
+def resolve_test_data(benchmark_config: Mapping[str, Any], root_dir: Path) -> Path | None:
+    """``benchmark_config.test_data`` as a path (relative to ``root_dir``), or ``None`` when not configured."""
+    value = benchmark_config.get("test_data")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(root_dir) / path
 
 
 def _resolve(path_value: str | None, root: Path, default: Path) -> Path:
@@ -223,12 +264,12 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
     if not isinstance(raw, dict):
         raise ConfigError(f"{source_path}: the top level must be a mapping, got {type(raw).__name__}")
     root = Path(env.get("BENCHMARK_PIPELINE_ROOT") or raw.get("root_dir") or ".").expanduser().resolve()
-    environment = env.get("BENCHMARK_PIPELINE_ENVIRONMENT") or _require(raw, "environment", "config", str)
+    environment = env.get("BENCHMARK_PIPELINE_ENVIRONMENT") or require_field(raw, "environment", "config", str)
     try:
         require_safe_component(environment, "environment")
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    backbones = _require(raw, "backbones", "config", list)
+    backbones = require_field(raw, "backbones", "config", list)
     if not backbones:
         raise ConfigError("config.backbones must name at least one backbone")
     for backbone in backbones:

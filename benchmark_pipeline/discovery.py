@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.hashing import SAFE_COMPONENT_PATTERN
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.selection._mlflow_source import variant_of
 from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, search_all_runs
 

@@ -106,7 +106,7 @@ def tiny_config_dict(root: Path | str, tracking_uri: str | None = None, suffix: 
             "train_size": 96,
             "validation_size": 32,
             "test_size": 32,
-            "local_path": None,
+            "local_path": "outputs/data/synthetic-ner",
         },
         "hpo_config": {
             "objective": {"metric": "macro-f1", "direction": "maximize"},
@@ -135,6 +135,8 @@ def tiny_config_dict(root: Path | str, tracking_uri: str | None = None, suffix: 
         },
         "benchmark_config": {
             "backends": ["onnxruntime", "pytorch"],
+            "test_data": "outputs/data/synthetic-ner/test.jsonl",
+            "pytorch": {"model_factory": "benchmark_pipeline.demo.models:load_trial_model"},
             "device": "cpu",
             "batch_sizes": [1, 4],
             "max_length": 12,
@@ -325,7 +327,10 @@ class DemoSweeps:
         raw = tiny_config_dict(root, self.config.mlflow.tracking_uri, suffix=unique_suffix())
         raw["mlflow"]["hpo_experiment_prefix"] = self.config.mlflow.hpo_experiment_prefix
         raw["hpo_output_dir"] = str(hpo_copy)
-        raw["data_config"]["local_path"] = str(self.config.root_dir / "outputs" / "data" / "shared")
+        # The sweeps' own dataset, read (never written) by the benchmark.
+        data_dir = self.config.root_dir / self.config.data_config["local_path"]
+        raw["data_config"]["local_path"] = str(data_dir)
+        raw["benchmark_config"]["test_data"] = str(data_dir / "test.jsonl")
         path = root / "pipeline.yaml"
         path.write_text(yaml.safe_dump(raw), encoding="utf-8")
         return path, raw
@@ -338,7 +343,7 @@ def demo_sweeps(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) ->
     READ-ONLY: many tests read these MLflow experiments, studies and folders. Tests that change data must
     copy it (e.g. ``shutil.copytree(demo_sweeps.hpo_dir, ...)``) or build their own.
     """
-    from benchmark_pipeline.hpo.sweep import run_sweep
+    from benchmark_pipeline.demo.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("demo_sweeps")
     config = config_from_dict(tiny_config_dict(root, mlflow_server, suffix=f"demo-{unique_suffix()}"), env={})

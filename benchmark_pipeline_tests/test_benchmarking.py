@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -41,15 +42,16 @@ from benchmark_pipeline.benchmarking import (
     key_for_trial,
     run_benchmark,
 )
-from benchmark_pipeline.benchmarking.backends import CPU_PROVIDER, CUDA_PROVIDER, open_onnx_session
+from benchmark_pipeline.benchmarking.backends import CPU_PROVIDER, CUDA_PROVIDER
+from benchmark_pipeline.benchmarking.backends.onnxruntime import open_onnx_session
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, write_cache_entry
 from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, finished_keys
 from benchmark_pipeline.benchmarking.measurement import MAX_ITERATIONS, summarize, time_calls
-from benchmark_pipeline.benchmarking.orchestrator import resolve_model_dir
+from benchmark_pipeline.benchmarking.model_files import resolve_model_dir
 from benchmark_pipeline.benchmarking.report import plot_latency
 from benchmark_pipeline.config import PipelineConfig, config_from_dict
-from benchmark_pipeline.hpo.dataset import write_dataset
-from benchmark_pipeline.hpo.sweep import run_sweep
+from benchmark_pipeline.demo.dataset import write_dataset
+from benchmark_pipeline.demo.sweep import run_sweep
 from benchmark_pipeline.selection import retrieve_best_trials, retrieve_from_disk
 from benchmark_pipeline.selection.shapes import iter_trial_infos
 from benchmark_pipeline.tracking import search_all_runs
@@ -550,7 +552,7 @@ def test_result_statistics_are_sound(trained: Trained, first_pass: FirstPass) ->
             assert m["provider"] == (CPU_PROVIDER if m["backend"] == "onnxruntime" else "torch:cpu")
         quality = result["quality"]
         assert quality["prediction_agreement"] >= 0.99
-        assert quality["max_abs_logit_diff"] < 1e-3
+        assert quality["max_abs_output_diff"] < 1e-3
         assert 0.0 <= quality["test_macro_f1"] <= 1.0
         assert quality["test_examples"] == trained.data_config["test_size"]
         assert result["providers_used"] == {"onnxruntime": CPU_PROVIDER, "pytorch": "torch:cpu"}
@@ -628,7 +630,7 @@ def test_auto_on_a_cpu_machine_reports_the_cpu_provider(model_dir: Path) -> None
     assert backend.provider_used == CPU_PROVIDER
     assert backend.session.get_providers() == [CPU_PROVIDER]
     assert backend.providers_requested == (CUDA_PROVIDER, CPU_PROVIDER)
-    logits = backend.run(np.ones((2, 12), dtype=np.int64), np.ones((2, 12), dtype=np.int64))
+    logits = backend.run({"input_ids": np.ones((2, 12), dtype=np.int64), "attention_mask": np.ones((2, 12), dtype=np.int64)})
     assert logits.shape[:2] == (2, 12) and np.isfinite(logits).all()
 
 
@@ -694,7 +696,7 @@ def test_unreachable_mlflow_benchmarks_to_the_cache_only(trained: Trained, best_
 
 
 def run_on(trained: Trained, info: dict[str, Any], folder: Path, test_data: Path | None = None, **config: Any) -> Any:
-    settings = bench_config(trained, backends=["onnxruntime"], batch_sizes=[1], **config)
+    settings = bench_config(trained, **{"backends": ["onnxruntime"], "batch_sizes": [1], **config})
     return run_benchmark("key", info, folder, test_data or trained.test_data, trained.data_config, settings)
 
 
@@ -702,7 +704,7 @@ def test_missing_onnx_model_names_the_path(trained: Trained, best_overall: dict[
     info = best_overall["bilstm"]
     folder = model_copy(trained, info, tmp_path / "model")
     (folder / "model.onnx").unlink()
-    with pytest.raises(ModelFileError, match=str(folder / "model.onnx")):
+    with pytest.raises(ModelFileError, match=re.escape(f"but {folder} has no model.onnx (for onnxruntime)")):
         run_on(trained, info, folder)
 
 
@@ -710,8 +712,9 @@ def test_missing_checkpoint_names_the_path(trained: Trained, best_overall: dict[
     info = best_overall["bilstm"]
     folder = model_copy(trained, info, tmp_path / "model")
     (folder / "model.pt").unlink()
+    # The demo's PyTorch route is its model factory, which loads model.pt.
     with pytest.raises(ModelFileError, match=str(folder / "model.pt")):
-        run_on(trained, info, folder)
+        run_on(trained, info, folder, backends=["onnxruntime", "pytorch"])
 
 
 def test_truncated_onnx_model_is_a_model_file_error(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
@@ -723,7 +726,7 @@ def test_truncated_onnx_model_is_a_model_file_error(trained: Trained, best_overa
         run_on(trained, info, folder)
 
 
-def test_onnx_model_with_unexpected_inputs_is_refused(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_onnx_model_whose_inputs_the_test_data_lacks_is_refused(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
     info = best_overall["bilstm"]
     folder = model_copy(trained, info, tmp_path / "model")
     graph = helper.make_graph(
@@ -736,7 +739,7 @@ def test_onnx_model_with_unexpected_inputs_is_refused(trained: Trained, best_ove
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, folder / "model.onnx")
-    with pytest.raises(ModelFileError, match=r"has inputs \['tokens'\]; expected \['input_ids', 'attention_mask'\]"):
+    with pytest.raises(ValueError, match=r"has no input 'tokens'; the model takes \['tokens'\], the file has \['input_ids'\]"):
         run_on(trained, info, folder)
 
 
@@ -747,7 +750,7 @@ def test_checkpoint_of_another_architecture_is_refused(trained: Trained, best_pe
     folder = model_copy(trained, v1, tmp_path / "model")
     shutil.copyfile(Path(v2["trial_dir"]) / "model.pt", folder / "model.pt")
     with pytest.raises(ModelFileError, match=r"cannot load PyTorch checkpoint .*model\.pt"):
-        run_on(trained, v1, folder)
+        run_on(trained, v1, folder, backends=["onnxruntime", "pytorch"])
 
 
 def test_onnx_and_checkpoint_that_disagree_are_refused(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
@@ -759,8 +762,8 @@ def test_onnx_and_checkpoint_that_disagree_are_refused(trained: Trained, best_ov
     state["classifier.weight"] = torch.randn(state["classifier.weight"].shape, generator=generator) * 10
     state["classifier.bias"] = torch.arange(state["classifier.bias"].shape[0], dtype=torch.float32).flip(0) * 10
     torch.save(state, folder / "model.pt")
-    with pytest.raises(ModelFileError, match="agree on only"):
-        run_on(trained, info, folder)
+    with pytest.raises(ModelFileError, match=r"ONNX and PyTorch outputs differ by up to .* they are not the same model"):
+        run_on(trained, info, folder, backends=["onnxruntime", "pytorch"])
 
 
 def test_empty_test_data_file_names_the_file(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
@@ -783,7 +786,7 @@ def test_benchmark_max_length_beyond_the_data_max_length_is_refused(trained: Tra
 
 def test_shorter_benchmark_max_length_is_accepted(trained: Trained, best_overall: dict[str, Any]) -> None:
     info = best_overall["tiny_transformer"]
-    result = run_on(trained, info, Path(info["trial_dir"]), max_length=8)
+    result = run_on(trained, info, Path(info["trial_dir"]), max_length=8, backends=["onnxruntime", "pytorch"])
     assert result.quality["prediction_agreement"] >= 0.99 and result.measurements[0]["count"] >= ITERATIONS
 
 
@@ -831,11 +834,13 @@ def test_model_is_downloaded_from_mlflow_when_there_is_no_trial_dir(trained: Tra
 
 def test_orchestrator_benchmarks_a_downloaded_model(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
     info = {**best_overall["tiny_transformer"], "trial_dir": None, "model_path": None}
-    results = benchmark(trained, {"tiny_transformer": info}, tmp_path, unique_experiment(), trained.client, backends=["onnxruntime"], batch_sizes=[1])
+    results = benchmark(trained, {"tiny_transformer": info}, tmp_path, unique_experiment(), trained.client, batch_sizes=[1])
     result = results["tiny_transformer"]
+    # Both backends ran from the downloaded artifacts (the demo's factory reads the downloaded trial_meta.json).
+    assert result["backends"] == {"onnxruntime": "ran", "pytorch": "ran"} and result["pytorch_route"] == "model_factory"
     assert result["quality"]["prediction_agreement"] >= 0.99 and result["mlflow_logged"] is True
     # The key does not depend on where the model came from.
-    assert result["benchmark_key"] == key_for_trial(best_overall["tiny_transformer"], trained.data_config, bench_config(trained, backends=["onnxruntime"], batch_sizes=[1]))
+    assert result["benchmark_key"] == key_for_trial(best_overall["tiny_transformer"], trained.data_config, bench_config(trained, batch_sizes=[1]))
 
 
 # -------------------------------------------------------------------------------------------- measurement

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from benchmark_pipeline.config import ConfigError, PipelineConfig, config_from_dict, load_config
+from benchmark_pipeline.demo.settings import validate_demo_config
 
 RawFactory = Callable[..., dict[str, Any]]
 
@@ -88,23 +89,8 @@ def _expect_error(raw: Any, *fragments: str) -> str:
         ({"benchmark_config": {"max_length": None}}, ("benchmark_config.max_length is required",)),
         ({"hpo_config": {"objective": {"direction": "upward"}}}, ("hpo_config.objective.direction", "'upward'", "maximize")),
         ({"hpo_config": {"objective": {"metric": None}}}, ("hpo_config.objective.metric is required",)),
-        ({"hpo_config": {"variants": {"v1": {"n_trials": 0}}}}, ("hpo_config.variants.v1.n_trials", "> 0")),
-        ({"hpo_config": {"variants": {"v1": {"epochs": "3"}}}}, ("hpo_config.variants.v1.epochs", "must be int")),
-        (
-            {"hpo_config": {"variants": {"v1": {"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}}}},
-            ("hpo_config.variants.v1.search_space.dropout", "low (0.5) must be <= high (0.1)"),
-        ),
-        (
-            {"hpo_config": {"variants": {"v1": {"search_space": {"width": {"type": "choice"}}}}}},
-            ("hpo_config.variants.v1.search_space.width", "categorical"),
-        ),
         ({"data_config": {"version": None}}, ("data_config.version is required",)),
         ({"data_config": {"version": "1/2"}}, ("data_config.version", "'1/2'")),
-        ({"data_config": {"vocab_size": 10}}, ("data_config.vocab_size must be >= 64",)),
-        ({"data_config": {"max_length": 4}}, ("data_config.max_length must be >= 8",)),
-        ({"data_config": {"train_size": "96"}}, ("data_config.train_size", "must be int")),
-        ({"data_config": {"seed": -1}}, ("data_config.seed", ">= 0")),
-        ({"data_config": {"seed": True}}, ("data_config.seed must be a number", "True")),
         ({"backbones": []}, ("config.backbones must name at least one backbone",)),
         ({"backbones": ["bilstm", "bilstm"]}, ("config.backbones has duplicates",)),
         ({"backbones": ["bi:lstm"]}, ("config.backbones[]", "'bi:lstm'")),
@@ -122,6 +108,53 @@ def test_wrong_values_raise_config_error_naming_the_field(
     _expect_error(tiny_raw_config(tmp_path, **overrides), *fragments)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"hpo_config": {"variants": {"v1": {"n_trials": 0}}}}, ("hpo_config.variants.v1.n_trials", "> 0")),
+        ({"hpo_config": {"variants": {"v1": {"epochs": "3"}}}}, ("hpo_config.variants.v1.epochs", "must be int")),
+        (
+            {"hpo_config": {"variants": {"v1": {"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}}}},
+            ("hpo_config.variants.v1.search_space.dropout", "low (0.5) must be <= high (0.1)"),
+        ),
+        (
+            {"hpo_config": {"variants": {"v1": {"search_space": {"width": {"type": "choice"}}}}}},
+            ("hpo_config.variants.v1.search_space.width", "categorical"),
+        ),
+        ({"data_config": {"vocab_size": 10}}, ("data_config.vocab_size must be >= 64",)),
+        ({"data_config": {"max_length": 4}}, ("data_config.max_length must be >= 8",)),
+        ({"data_config": {"train_size": "96"}}, ("data_config.train_size", "must be int")),
+        ({"data_config": {"seed": -1}}, ("data_config.seed", ">= 0")),
+        ({"data_config": {"seed": True}}, ("data_config.seed must be a number", "True")),
+    ],
+)
+def test_demo_only_fields_are_checked_by_the_demo_not_the_core(
+    tmp_path: Path, tiny_raw_config: RawFactory, overrides: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
+    # The core loads the config (retrieval and benchmarking do not read these fields) ...
+    config = config_from_dict(tiny_raw_config(tmp_path, **overrides), env={})
+    # ... and the demo, which does, refuses it naming the field.
+    with pytest.raises(ConfigError) as caught:
+        validate_demo_config(config)
+    for fragment in fragments:
+        assert fragment in str(caught.value), f"{fragment!r} not in {caught.value!r}"
+
+
+def test_design_document_shaped_config_loads_without_demo_fields(tmp_path: Path) -> None:
+    raw = {
+        "environment": "prod",
+        "root_dir": str(tmp_path),
+        "backbones": ["distilbert", "distilroberta"],
+        "data_config": {"name": "conll", "version": "3"},
+        "hpo_config": {"objective": {"metric": "macro-f1", "direction": "maximize"}},
+        "benchmark_config": {"batch_sizes": [1, 8], "iterations": 10, "warmup": 2, "max_length": 64, "device": "cpu"},
+    }
+    config = config_from_dict(raw, env={})
+    assert config.variants == () and "backends" not in config.benchmark_config
+    with pytest.raises(ConfigError, match="not backbones of the embedded demo"):
+        validate_demo_config(config)
+
+
 def test_unsafe_variant_name(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     raw = tiny_raw_config(tmp_path)
     raw["hpo_config"]["variants"]["v'1"] = raw["hpo_config"]["variants"].pop("v1")
@@ -131,7 +164,9 @@ def test_unsafe_variant_name(tmp_path: Path, tiny_raw_config: RawFactory) -> Non
 def test_no_variants(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     raw = tiny_raw_config(tmp_path)
     raw["hpo_config"]["variants"] = {}
-    _expect_error(raw, "hpo_config.variants must name at least one variant")
+    # No variants is fine for retrieval (they are discovered from the records); the demo's sweeps need some.
+    with pytest.raises(ConfigError, match="hpo_config.variants must name at least one variant"):
+        validate_demo_config(config_from_dict(raw, env={}))
 
 
 @pytest.mark.parametrize("raw", [None, [], "environment: local", 42])

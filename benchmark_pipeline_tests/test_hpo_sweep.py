@@ -19,11 +19,11 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
-from benchmark_pipeline.hpo import contract
-from benchmark_pipeline.hpo.dataset import LABELS, load_split, write_dataset
-from benchmark_pipeline.hpo.models import build_model
-from benchmark_pipeline.hpo.sweep import SweepSummary, run_sweep
-from benchmark_pipeline.hpo.training import macro_f1, predict
+from benchmark_pipeline import contract
+from benchmark_pipeline.demo.dataset import LABELS, load_split, write_dataset
+from benchmark_pipeline.demo.models import build_model
+from benchmark_pipeline.demo.sweep import SweepSummary, run_sweep
+from benchmark_pipeline.demo.training import macro_f1, predict
 from benchmark_pipeline_tests.conftest import DemoSweeps
 
 METRIC = "macro-f1"

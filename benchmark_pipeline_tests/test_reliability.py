@@ -24,8 +24,8 @@ from benchmark_pipeline import benchmark_best_trials, build_benchmark_key, filte
 from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import config_from_dict
-from benchmark_pipeline.hpo.dataset import write_dataset
-from benchmark_pipeline.hpo.sweep import run_sweep
+from benchmark_pipeline.demo.dataset import write_dataset
+from benchmark_pipeline.demo.sweep import run_sweep
 from benchmark_pipeline.selection.records import SourceScan, TrialCandidate
 from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, tiny_config_dict, unique_suffix
 

@@ -38,7 +38,7 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from benchmark_pipeline.hashing import data_fingerprint
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.selection import (
     SELECTION_SCOPES,
     NoTrialsFoundError,

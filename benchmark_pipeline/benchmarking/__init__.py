@@ -1,45 +1,42 @@
-"""Stable benchmark identity, existence checks, the inference benchmark and its orchestration."""
+"""Stable benchmark identity, existence checks, the inference benchmark and its orchestration.
 
-from benchmark_pipeline.benchmarking.backends import ModelFileError, ProviderMismatchError
-from benchmark_pipeline.benchmarking.existence import (
-    benchmark_already_exists,
-    benchmark_exists_in_mlflow,
-    benchmark_exists_on_disk,
-    fetch_benchmark_runs,
-    find_existing_benchmark,
-)
-from benchmark_pipeline.benchmarking.keys import (
-    build_benchmark_key,
-    compute_config_hash,
-    compute_data_fingerprint,
-    key_for_trial,
-    parse_benchmark_key,
-)
-from benchmark_pipeline.benchmarking.orchestrator import (
-    BenchmarkFailedError,
-    benchmark_best_trials,
-    filter_missing_benchmarks,
-)
-from benchmark_pipeline.benchmarking.report import format_benchmark_table
-from benchmark_pipeline.benchmarking.runner import BenchmarkResult, run_benchmark
+Names are loaded on first use, so importing a submodule (``keys``, ``cache``) does not import the runner,
+onnxruntime or torch.
+"""
 
-__all__ = [
-    "BenchmarkFailedError",
-    "BenchmarkResult",
-    "ModelFileError",
-    "ProviderMismatchError",
-    "benchmark_already_exists",
-    "benchmark_best_trials",
-    "benchmark_exists_in_mlflow",
-    "benchmark_exists_on_disk",
-    "build_benchmark_key",
-    "compute_config_hash",
-    "compute_data_fingerprint",
-    "fetch_benchmark_runs",
-    "find_existing_benchmark",
-    "filter_missing_benchmarks",
-    "format_benchmark_table",
-    "key_for_trial",
-    "parse_benchmark_key",
-    "run_benchmark",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BenchmarkFailedError": "orchestrator",
+    "BenchmarkResult": "runner",
+    "ModelFileError": "backends",
+    "ProviderMismatchError": "backends",
+    "benchmark_already_exists": "existence",
+    "benchmark_best_trials": "orchestrator",
+    "benchmark_exists_in_mlflow": "existence",
+    "benchmark_exists_on_disk": "existence",
+    "build_benchmark_key": "keys",
+    "compute_config_hash": "keys",
+    "compute_data_fingerprint": "keys",
+    "fetch_benchmark_runs": "existence",
+    "find_existing_benchmark": "existence",
+    "filter_missing_benchmarks": "orchestrator",
+    "format_benchmark_table": "report",
+    "key_for_trial": "keys",
+    "parse_benchmark_key": "keys",
+    "run_benchmark": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

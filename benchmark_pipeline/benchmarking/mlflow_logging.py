@@ -23,7 +23,7 @@ from benchmark_pipeline.benchmarking.cache import cache_path, read_cache_entry, 
 from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, first_finished_run
 from benchmark_pipeline.benchmarking.keys import parse_benchmark_key
 from benchmark_pipeline.benchmarking.report import plot_latency
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable
 
 logger = logging.getLogger(__name__)

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.benchmarking.backends import ModelFileError
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_cache_entry, write_cache_entry
 from benchmark_pipeline.benchmarking.claims import benchmark_claim
 from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, finished_keys
@@ -36,9 +35,9 @@ from benchmark_pipeline.benchmarking.mlflow_logging import (
     start_benchmark_run,
     upload_pending_benchmarks,
 )
+from benchmark_pipeline.benchmarking.model_files import allowed_model_roots, resolve_model_dir
 from benchmark_pipeline.benchmarking.runner import run_benchmark
-from benchmark_pipeline.config import validate_benchmark_config
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline.config import resolve_test_data, validate_benchmark_config
 from benchmark_pipeline.selection.shapes import iter_trial_infos, map_trial_infos
 from benchmark_pipeline.tracking import (
     client_or_default,
@@ -128,44 +127,9 @@ def filter_missing_benchmarks(
     return remaining
 
 
-def _allowed_model_roots(root_dir: Path, environment: str, hpo_output_dir: Path | None) -> list[Path]:
-    roots = [Path(root_dir) / "outputs" / "hpo" / environment]
-    if hpo_output_dir is not None:
-        roots.append(Path(hpo_output_dir))
-    return [r.resolve() for r in roots]
-
-
-def resolve_model_dir(
-    trial_info: Mapping[str, Any], allowed_roots: Sequence[Path], client: MlflowClient | None, download_root: Path
-) -> Path:
-    """The folder holding ``model.onnx`` and ``model.pt`` for a trial.
-
-    A local ``trial_dir`` is used only when it lies inside one of ``allowed_roots`` (model files are never
-    read from elsewhere); otherwise the model is downloaded from the HPO run's MLflow artifacts.
-    """
-    folder = trial_info.get("trial_dir")
-    if folder:
-        resolved = Path(folder).resolve()
-        if not any(resolved.is_relative_to(root) for root in allowed_roots):
-            raise ModelFileError(f"trial_dir {folder} is outside the configured HPO folders {[str(r) for r in allowed_roots]}")
-        if (resolved / contract.ONNX_FILE).is_file():
-            return resolved
-    run_id = trial_info.get("run_id")
-    if run_id and client is not None:
-        try:
-            downloaded = client.download_artifacts(run_id, contract.MODEL_ARTIFACT_DIR, str(download_root))
-        except (MlflowException, OSError) as error:
-            raise ModelFileError(f"cannot download the model of HPO run {run_id}: {error}") from None
-        return Path(downloaded)
-    raise ModelFileError(
-        f"no model for trial {trial_info.get('trial_id')} of {trial_info.get('backbone')}: "
-        f"trial_dir={folder!r} has no {contract.ONNX_FILE} and no MLflow run id/client to download it from"
-    )
-
-
 def benchmark_best_trials(
     best_trials: dict[str, Any],
-    test_data_path: Path,
+    test_data_path: Path | None,
     root_dir: Path,
     environment: str,
     data_config: dict[str, Any],
@@ -186,13 +150,20 @@ def benchmark_best_trials(
     A failing benchmark does not stop the others: after all ran, :class:`BenchmarkFailedError` lists the
     failures (finished results are saved before it is raised). ``hpo_config`` is accepted for the design
     document's signature.
+
+    ``test_data_path`` (else ``benchmark_config.test_data``, relative to ``root_dir``; else inputs synthesized
+    from the model's signature) is read, never written. Model files are read from a trial's ``trial_dir``
+    inside ``hpo_output_dir`` or the HPO folder the retrieval recorded (``trial_info["hpo_output_dir"]``),
+    else downloaded from its HPO run's MLflow artifacts (:mod:`~benchmark_pipeline.benchmarking.model_files`).
     """
     validate_benchmark_config(benchmark_config)
+    test_data = Path(test_data_path) if test_data_path is not None else resolve_test_data(benchmark_config, Path(root_dir))
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
     client = _reachable(client_or_default(mlflow_client))
     experiment_id = _benchmark_experiment_id(client, experiment, Path(root_dir))
     directory = cache_dir(root_dir, environment)
-    allowed_roots = _allowed_model_roots(Path(root_dir), environment, hpo_output_dir)
+    hpo_dirs = [hpo_output_dir, *(info.get("hpo_output_dir") for info in iter_trial_infos(best_trials))]
+    allowed_roots = allowed_model_roots(Path(root_dir), environment, hpo_dirs)
     failures: dict[str, str] = {}
 
     def existing_result(key: str) -> dict[str, Any] | None:
@@ -220,7 +191,7 @@ def benchmark_best_trials(
         try:
             with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
                 model_dir = resolve_model_dir(trial_info, allowed_roots, client, Path(download_root))
-                result = run_benchmark(key, trial_info, model_dir, Path(test_data_path), data_config, benchmark_config, progress).to_dict()
+                result = run_benchmark(key, trial_info, model_dir, test_data, data_config, benchmark_config, progress).to_dict()
         except Exception as error:
             failures[key] = f"{type(error).__name__}: {error}"
             logger.error("benchmark %s failed: %s", key, failures[key])

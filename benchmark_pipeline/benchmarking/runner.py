@@ -1,9 +1,19 @@
-"""Benchmark one trial's model: ONNX Runtime and/or PyTorch, over the configured batch sizes, on real test data.
+"""Benchmark one trial's model, on every backend its files allow (or the configured ones), over the batch sizes.
 
-For each backend and batch size: ``warmup`` untimed runs, then at least ``iterations`` timed runs lasting at
-least ``min_duration_s``. The batch is the first ``batch_size`` test examples (repeated when the test set is
-smaller), padded/truncated to ``max_length``. Before timing, the ONNX model's predictions are compared with
-PyTorch's on the whole test set, and the test macro-F1 is recorded.
+1. Which backends run: ``benchmark_config.backends`` when given (each must have its model file), else every
+   backend the trial has a model for; the result records which ran and why the others did not
+   (:func:`~benchmark_pipeline.benchmarking.model_files.plan_backends`).
+2. Inputs: the test data when configured (``benchmark_config.test_data`` or the ``test_data_path``
+   argument), else synthesized from the ONNX model's signature (:mod:`~benchmark_pipeline.benchmarking.inputs`).
+3. Before timing, when both backends run, their primary outputs are compared on the same inputs (the whole
+   test set, or 8 synthetic examples): the largest absolute difference is recorded, and one above
+   ``benchmark_config.output_tolerance`` (default 1e-3) means the two files are not the same model
+   (:class:`ModelFileError`). With labels, the task metrics are recorded (:mod:`~benchmark_pipeline.benchmarking.metrics`).
+4. For each backend and batch size: ``warmup`` untimed runs, then at least ``iterations`` timed runs lasting
+   at least ``min_duration_s``. The batch is the first ``batch_size`` examples (repeated when there are
+   fewer), already on the device.
+
+ONNX Runtime and torch are imported here, when a benchmark runs, and not before.
 """
 
 from __future__ import annotations
@@ -16,25 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from benchmark_pipeline.benchmarking.backends import (
-    ModelFileError,
-    open_onnx_session,
-    torch_device,
-    torch_threads,
-)
-from benchmark_pipeline.benchmarking.environment import collect_environment
+from benchmark_pipeline.benchmarking.backends import ONNXRUNTIME, PYTORCH, ModelFileError
+from benchmark_pipeline.benchmarking.inputs import SYNTHETIC_EXAMPLES, InputSpec, ModelInputs, load_test_data, synthesize_inputs
 from benchmark_pipeline.benchmarking.measurement import summarize, time_calls
-from benchmark_pipeline.config import validate_benchmark_config
-from benchmark_pipeline.hpo.dataset import LABELS, TokenBatch, load_split
-from benchmark_pipeline.hpo.models import build_model
-from benchmark_pipeline.hpo.training import macro_f1
+from benchmark_pipeline.benchmarking.metrics import task_metrics
+from benchmark_pipeline.benchmarking.model_files import find_torch_model, plan_backends
+from benchmark_pipeline.config import OPTIONAL_BENCHMARK_DEFAULTS, validate_benchmark_config
 
 logger = logging.getLogger(__name__)
 
-#: Share of non-padding tokens on which ONNX and PyTorch must predict the same label.
-MIN_PREDICTION_AGREEMENT = 0.99
+#: Examples per call when the backends' outputs are compared and scored on the whole test set.
+EVALUATION_CHUNK = 64
 
 ProgressCallback = Callable[[str], None]
 
@@ -55,91 +58,106 @@ class BenchmarkResult:
     started_at: float
     duration_s: float
     providers_used: dict[str, str] = field(default_factory=dict)
+    #: backend → "ran" or why it did not run.
+    backends: dict[str, str] = field(default_factory=dict)
+    #: where the inputs came from (the test data file, or "synthetic ...") and the PyTorch loading route.
+    inputs: str = ""
+    pytorch_route: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _batch(data: TokenBatch, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.resize(np.arange(len(data)), batch_size)
-    return np.ascontiguousarray(data.input_ids[rows]), np.ascontiguousarray(data.attention_mask[rows])
+def _evaluate(run: Callable[[dict[str, np.ndarray]], np.ndarray], data: ModelInputs) -> np.ndarray:
+    return np.concatenate([run(chunk) for chunk in data.chunks(EVALUATION_CHUNK)])
 
 
-def _load_torch_model(checkpoint: Path, backbone: str, hyperparameters: Mapping[str, Any], data_config: Mapping[str, Any]) -> torch.nn.Module:
-    if not checkpoint.is_file():
-        raise ModelFileError(f"PyTorch checkpoint not found: {checkpoint}")
-    model = build_model(backbone, hyperparameters, int(data_config["vocab_size"]), len(LABELS), int(data_config["max_length"]))
-    try:
-        # weights_only: a checkpoint is data, never code to execute.
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as error:
-        raise ModelFileError(f"cannot load PyTorch checkpoint {checkpoint}: {type(error).__name__}: {error}") from None
-    return model.eval()
+def _compare(onnx_out: np.ndarray, torch_out: np.ndarray, data: ModelInputs, tolerance: float, where: str) -> dict[str, float]:
+    if onnx_out.shape != torch_out.shape:
+        raise ModelFileError(f"{where}: ONNX output shape {onnx_out.shape} differs from PyTorch's {torch_out.shape}; they are not the same model")
+    difference = float(np.max(np.abs(onnx_out.astype(np.float64) - torch_out.astype(np.float64)))) if onnx_out.size else 0.0
+    compared = {"max_abs_output_diff": difference, "output_tolerance": tolerance}
+    if onnx_out.ndim >= 2:
+        agree = onnx_out.argmax(-1) == torch_out.argmax(-1)
+        mask = data.token_mask()
+        compared["prediction_agreement"] = float(np.mean(agree[mask] if mask is not None and mask.shape == agree.shape else agree))
+    if difference > tolerance:
+        raise ModelFileError(
+            f"{where}: ONNX and PyTorch outputs differ by up to {difference:.3g} on the same inputs "
+            f"(> benchmark_config.output_tolerance {tolerance:g}); they are not the same model"
+        )
+    return compared
+
+
+def _inputs(test_data_path: Path | None, specs: list[InputSpec] | None, config: Mapping[str, Any], trial: str) -> ModelInputs:
+    max_length = int(config["max_length"])
+    if test_data_path is not None:
+        return load_test_data(Path(test_data_path), specs, max_length)
+    if specs is None:
+        raise ModelFileError(
+            f"trial {trial}: without an ONNX model there is no input signature to synthesize inputs from; "
+            "set benchmark_config.test_data to a .npz or .jsonl file of named model inputs"
+        )
+    int_high = int(config.get("synthetic_int_high", OPTIONAL_BENCHMARK_DEFAULTS["synthetic_int_high"]))
+    return synthesize_inputs(specs, max(SYNTHETIC_EXAMPLES, max(config["batch_sizes"])), max_length, int_high)
 
 
 def run_benchmark(
     benchmark_key: str,
     trial_info: Mapping[str, Any],
     model_dir: Path,
-    test_data_path: Path,
+    test_data_path: Path | None,
     data_config: Mapping[str, Any],
     benchmark_config: Mapping[str, Any],
     progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
-    """Benchmark the model in ``model_dir`` (``model.onnx`` and ``model.pt``) for ``trial_info``."""
+    """Benchmark the model files in ``model_dir`` for ``trial_info`` (see the module docstring)."""
+    from benchmark_pipeline.benchmarking.backends.onnxruntime import open_onnx_session
+    from benchmark_pipeline.benchmarking.backends.pytorch import open_torch_model, torch_threads
+    from benchmark_pipeline.benchmarking.environment import collect_environment
+
     config = validate_benchmark_config(dict(benchmark_config))
     report = progress or (lambda message: logger.info(message))
     max_length = int(config["max_length"])
-    if max_length > int(data_config["max_length"]):
+    if "max_length" in data_config and max_length > int(data_config["max_length"]):
         raise ValueError(f"benchmark_config.max_length ({max_length}) exceeds data_config.max_length ({data_config['max_length']}), the longest sequence the models were built for")
+    trial = f"{trial_info.get('trial_id')} of {trial_info.get('backbone')}"
+    factory = (config.get("pytorch") or {}).get("model_factory")
+    backends, not_run = plan_backends(Path(model_dir), config.get("backends"), factory, trial)
     threads = int(config.get("intra_op_threads", 1))
     device = config.get("device", "cpu")
-    data = load_split(test_data_path, max_length)
     started_at = time.time()
     started = time.monotonic()
 
-    onnx_backend = open_onnx_session(model_dir / "model.onnx", device, threads)
-    target = torch_device(device)
-    torch_model = _load_torch_model(model_dir / "model.pt", trial_info["backbone"], trial_info.get("hyperparameters") or {}, data_config).to(target)
+    onnx = open_onnx_session(Path(model_dir) / "model.onnx", device, threads) if ONNXRUNTIME in backends else None
+    torch_files = find_torch_model(Path(model_dir), factory) if PYTORCH in backends else None
+    torch_model = open_torch_model(torch_files, trial_info, device) if torch_files is not None else None
+    data = _inputs(test_data_path, onnx.input_specs() if onnx else None, config, trial)
 
     with torch_threads(threads):
-        onnx_logits = np.concatenate([onnx_backend.run(data.input_ids[i : i + 64], data.attention_mask[i : i + 64]) for i in range(0, len(data), 64)])
-        with torch.inference_mode():
-            torch_logits = torch_model(torch.from_numpy(data.input_ids).to(target), torch.from_numpy(data.attention_mask).to(target)).cpu().numpy()
-        real = data.attention_mask.astype(bool)
-        agreement = float(np.mean(onnx_logits.argmax(-1)[real] == torch_logits.argmax(-1)[real]))
-        quality = {
-            "test_macro_f1": macro_f1(onnx_logits.argmax(-1), data.labels),
-            "prediction_agreement": agreement,
-            "max_abs_logit_diff": float(np.max(np.abs(onnx_logits - torch_logits))),
-            "test_examples": float(len(data)),
-        }
-        if agreement < MIN_PREDICTION_AGREEMENT:
-            raise ModelFileError(
-                f"ONNX ({model_dir / 'model.onnx'}) and PyTorch ({model_dir / 'model.pt'}) predictions agree on only "
-                f"{agreement:.2%} of test tokens (< {MIN_PREDICTION_AGREEMENT:.0%}); they are not the same model"
-            )
+        outputs = {}
+        if onnx is not None:
+            outputs[ONNXRUNTIME] = _evaluate(onnx.run, data)
+        if torch_model is not None:
+            outputs[PYTORCH] = _evaluate(torch_model.run, data)
+        quality: dict[str, float] = {"test_examples": float(len(data))}
+        if onnx is not None and torch_model is not None:
+            quality.update(_compare(outputs[ONNXRUNTIME], outputs[PYTORCH], data, float(config.get("output_tolerance", 1e-3)), f"trial {trial} ({model_dir})"))
+        if data.labels is not None:
+            quality.update(task_metrics(config.get("task"), next(iter(outputs.values())), data.labels))
 
         measurements: list[dict[str, Any]] = []
         providers_used: dict[str, str] = {}
-        steps = [(backend, size) for backend in config["backends"] for size in config["batch_sizes"]]
+        steps = [(backend, size) for backend in backends for size in config["batch_sizes"]]
         for index, (backend, batch_size) in enumerate(steps, start=1):
-            ids, mask = _batch(data, batch_size)
-            if backend == "onnxruntime":
-                call: Callable[[], object] = lambda: onnx_backend.run(ids, mask)  # noqa: E731
-                provider = onnx_backend.provider_used
+            feeds = data.batch(batch_size)
+            call: Callable[[], object]
+            if backend == ONNXRUNTIME:
+                assert onnx is not None
+                call, provider = _onnx_call(onnx.run_all, feeds), onnx.provider_used
             else:
-                ids_t, mask_t = torch.from_numpy(ids).to(target), torch.from_numpy(mask).to(target)
-
-                def call() -> object:
-                    with torch.inference_mode():
-                        out = torch_model(ids_t, mask_t)
-                    if target.type == "cuda":
-                        torch.cuda.synchronize()
-                    return out
-
-                provider = f"torch:{target.type}"
+                assert torch_model is not None
+                call, provider = _torch_call(torch_model.forward, torch_model.to_device(feeds)), torch_model.provider
             providers_used[backend] = provider
             samples = time_calls(call, int(config["warmup"]), int(config["iterations"]), float(config.get("min_duration_s", 0.0)))
             stats = summarize(samples, batch_size)
@@ -152,8 +170,9 @@ def run_benchmark(
             )
 
     environment = collect_environment(threads)
-    environment["onnxruntime_providers_requested"] = list(onnx_backend.providers_requested)
-    environment["onnxruntime_providers_used"] = onnx_backend.session.get_providers()
+    if onnx is not None:
+        environment["onnxruntime_providers_requested"] = list(onnx.providers_requested)
+        environment["onnxruntime_providers_used"] = onnx.session.get_providers()
     return BenchmarkResult(
         benchmark_key=benchmark_key,
         backbone=trial_info["backbone"],
@@ -167,4 +186,16 @@ def run_benchmark(
         started_at=started_at,
         duration_s=time.monotonic() - started,
         providers_used=providers_used,
+        backends={**{b: "ran" for b in backends}, **not_run},
+        inputs=data.origin,
+        pytorch_route=torch_model.route if torch_model is not None else None,
     )
+
+
+# Calls are built by functions, not closures in the loop, so each binds its own backend and batch.
+def _onnx_call(run_all: Callable[[dict[str, np.ndarray]], object], feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+    return lambda: run_all(feeds)
+
+
+def _torch_call(forward: Callable[[Any], object], tensors: Any) -> Callable[[], object]:
+    return lambda: forward(tensors)

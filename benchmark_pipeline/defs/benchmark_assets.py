@@ -20,7 +20,6 @@ from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.metadata import benchmark_metadata, mlflow_run_url
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
-from benchmark_pipeline.hpo.dataset import write_dataset
 from benchmark_pipeline.tracking import resolve_experiment_id
 
 
@@ -40,7 +39,7 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, trial_info: d
         try:
             results = benchmark_best_trials(
                 {trial_info["backbone"]: trial_info},
-                test_data_path=write_dataset(config.data_config, config.root_dir).test,
+                test_data_path=None,  # benchmark_config.test_data, else inputs from the model's signature
                 root_dir=config.root_dir,
                 environment=config.environment,
                 data_config=config.data_config,

@@ -1,7 +1,6 @@
 """Best-trial selection assets: ``best_trial`` (per backbone, overall scope) and ``best_trial_per_variant``."""
 
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,19 +9,12 @@ import dagster as dg
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.defs.checks import SOURCES_AGREE, sources_agree_result
-from benchmark_pipeline.defs.hpo_assets import hpo_sweep
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.metadata import retrieval_metadata
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions, partition_pair
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.selection.report import format_selection_table
 from benchmark_pipeline.selection.trial_retrieval import NoTrialsFoundError, retrieve_configured_best_trials
-
-with warnings.catch_warnings():
-    # The mapping is marked beta; it is exactly "every variant of this backbone", which is what we mean.
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    _ALL_VARIANTS_OF_BACKBONE = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="backbone")
-
 
 def _retrieve(config: PipelineConfig, mlflow: MlflowResource, backbone: str, scope: str) -> dict[str, Any]:
     try:
@@ -43,7 +35,6 @@ def _outputs(asset_name: str, config: PipelineConfig, table_input: dict[str, Any
 @dg.asset(
     group_name="selection",
     partitions_def=backbone_partitions,
-    deps=[dg.AssetDep(hpo_sweep, partition_mapping=_ALL_VARIANTS_OF_BACKBONE)],
     check_specs=[dg.AssetCheckSpec(SOURCES_AGREE, asset="best_trial", description="WARN when MLflow, the Optuna study and disk pick different trials")],
     description="The best trial of a backbone across all variants (MLflow > Optuna study > disk).",
 )
@@ -58,7 +49,6 @@ def best_trial(context: dg.AssetExecutionContext, settings: PipelineSettings, ml
 @dg.asset(
     group_name="selection",
     partitions_def=backbone_variant_partitions,
-    deps=[hpo_sweep],
     check_specs=[dg.AssetCheckSpec(SOURCES_AGREE, asset="best_trial_per_variant", description="WARN when sources pick different trials")],
     description="The best trial of one backbone within one HPO variant.",
 )

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.selection.records import SOURCE_DISK, SourceScan, TrialCandidate, is_finite_metric
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import logging
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.selection._params import parse_param
 from benchmark_pipeline.selection.records import (
     SOURCE_MLFLOW,

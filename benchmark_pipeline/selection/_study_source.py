@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.selection.records import SOURCE_STUDY, SourceScan, TrialCandidate, is_finite_metric
 
 logger = logging.getLogger(__name__)

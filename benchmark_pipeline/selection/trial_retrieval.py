@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
-from benchmark_pipeline.hpo import contract
+from benchmark_pipeline import contract
 from benchmark_pipeline.selection._disk_source import scan_disk
 from benchmark_pipeline.selection._mlflow_source import scan_mlflow
 from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
@@ -184,6 +184,8 @@ def _select_partition(
         "sources_agree": not disagreements,
         "disagreements": disagreements,
         "candidates": {source: _candidate_summary(scans[source], picks[source], variant) for source in SOURCE_PRIORITY},
+        # The HPO folder this selection read: benchmark_best_trials may read model files below it.
+        "hpo_output_dir": str(hpo_dir),
     }
     info.update(_fill_cross_references(chosen, picks, scans, hpo_dir))
     logger.info(

@@ -1,19 +1,35 @@
-"""The embedded demo's HPO source as assets: the dataset, partition discovery, and the sweeps."""
+"""The embedded demo's HPO source as assets, group ``demo``: its dataset and its sweeps.
+
+They sit at the edge of the asset graph: nothing depends on them, and :mod:`benchmark_pipeline.definitions`
+includes them only when the config can drive the demo (:func:`~benchmark_pipeline.demo.settings.is_demo_config`).
+This is the only module of the Dagster layer that imports the demo; the demo's torch-heavy modules are
+imported when an asset runs, not when the code location loads.
+"""
 
 
 import dagster as dg
 
+from benchmark_pipeline.config import ConfigError
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
-from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, backbone_variant_partitions, missing_partitions, pair_key, partition_pair
+from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, backbone_variant_partitions, pair_key, partition_pair
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
-from benchmark_pipeline.discovery import discover_partitions
-from benchmark_pipeline.hpo.dataset import write_dataset
-from benchmark_pipeline.hpo.sweep import run_sweep
+from benchmark_pipeline.demo.settings import validate_demo_config
+
+DEMO_GROUP = "demo"
 
 
-@dg.asset(group_name="hpo", description="The synthetic token-classification dataset (train/validation/test JSONL).")
+def _demo_config(settings: PipelineSettings):  # type: ignore[no-untyped-def]
+    try:
+        return validate_demo_config(settings.load())
+    except ConfigError as error:
+        raise dg.Failure(description=f"the embedded demo cannot run with this config: {error}") from None
+
+
+@dg.asset(group_name=DEMO_GROUP, description="The demo's synthetic token-classification dataset (train/validation/test JSONL).")
 def demo_dataset(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    config = settings.load()
+    from benchmark_pipeline.demo.dataset import write_dataset
+
+    config = _demo_config(settings)
     paths = write_dataset(config.data_config, config.root_dir)
     return dg.MaterializeResult(
         metadata={
@@ -25,36 +41,15 @@ def demo_dataset(context: dg.AssetExecutionContext, settings: PipelineSettings) 
 
 
 @dg.asset(
-    group_name="hpo",
-    description="Registers the backbone and variant partitions found in the config, MLflow and disk "
-    "(the discovery sensor does the same on a timer).",
-)
-def discovered_partitions(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> dg.MaterializeResult:
-    config = settings.load()
-    with forward_core_logs(context):
-        found = discover_partitions(config, mlflow.client())
-    added = missing_partitions(context.instance, found.backbones, found.variants, found.pairs_with_trials)
-    for name, keys in added.items():
-        if keys:
-            context.instance.add_dynamic_partitions(name, keys)
-    return dg.MaterializeResult(
-        metadata={
-            "backbones": dg.MetadataValue.json(sorted(found.backbones)),
-            "variants": dg.MetadataValue.json(sorted(found.variants)),
-            "pairs_with_trials": dg.MetadataValue.json(sorted(f"{b}|{v}" for b, v in found.pairs_with_trials)),
-            "added": dg.MetadataValue.json(added),
-        }
-    )
-
-
-@dg.asset(
-    group_name="hpo",
+    group_name=DEMO_GROUP,
     partitions_def=backbone_variant_partitions,
     deps=[demo_dataset],
     description="An Optuna sweep that trains, exports to ONNX and records each trial in MLflow, study.db and a trial folder.",
 )
 def hpo_sweep(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> dg.MaterializeResult:
-    config = settings.load()
+    from benchmark_pipeline.demo.sweep import run_sweep
+
+    config = _demo_config(settings)
     backbone, variant = partition_pair(context)
     if backbone not in config.backbones or variant not in config.variants:
         raise dg.Failure(

@@ -9,13 +9,19 @@ Hyperparameters the models read: ``width`` (embedding/hidden size) and ``dropout
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from benchmark_pipeline import contract
+from benchmark_pipeline.benchmarking.backends.pytorch import load_state_dict
+from benchmark_pipeline.demo.settings import DEMO_BACKBONES
 
 
 class _SelfAttentionBlock(nn.Module):
@@ -106,8 +112,36 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+assert tuple(sorted(BACKBONES)) == tuple(sorted(DEMO_BACKBONES)), "demo.settings.DEMO_BACKBONES lists the registry"
+
+#: Key of ``trial_meta.json`` holding what :func:`build_model` needs besides the hyperparameters.
+MODEL_META_KEY = "model"
+
+
 def build_model(backbone: str, hyperparameters: Mapping[str, Any], vocab_size: int, num_labels: int, max_length: int) -> nn.Module:
     """Build the registered ``backbone``; raises ``ValueError`` naming the known backbones otherwise."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; registered backbones: {sorted(BACKBONES)}")
     return BACKBONES[backbone].build(hyperparameters, vocab_size, num_labels, max_length)
+
+
+def model_meta(vocab_size: int, num_labels: int, max_length: int) -> dict[str, int]:
+    return {"vocab_size": vocab_size, "num_labels": num_labels, "max_length": max_length}
+
+
+def load_trial_model(trial_info: Mapping[str, Any], model_dir: Path) -> nn.Module:
+    """The benchmark's ``model_factory`` for demo trials: rebuild the backbone from ``trial_meta.json`` (its
+    hyperparameters and model dimensions) and load ``model.pt`` as data (``weights_only=True``)."""
+    meta_path = Path(model_dir) / contract.TRIAL_META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        dims = meta[MODEL_META_KEY]
+        model = build_model(meta["backbone"], meta["hyperparameters"], int(dims["vocab_size"]), int(dims["num_labels"]), int(dims["max_length"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{meta_path} does not describe a demo model: {type(error).__name__}: {error}") from None
+    checkpoint = Path(model_dir) / contract.CHECKPOINT_FILE
+    try:
+        model.load_state_dict(load_state_dict(checkpoint))
+    except RuntimeError as error:
+        raise ValueError(f"cannot load PyTorch checkpoint {checkpoint}: {error}") from None
+    return model

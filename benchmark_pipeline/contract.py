@@ -1,7 +1,8 @@
-"""The HPO contract: MLflow tags, Optuna attributes and the trial-folder layout.
+"""The HPO contract: MLflow tags, Optuna attributes, the trial-folder layout and the model files.
 
-The embedded sweep writes these and the selection layer reads them; users feed the pipeline from their own
-HPO code by writing the same (see ``docs/hpo-contract.md``).
+Any HPO code (a team's own, or the embedded demo in :mod:`benchmark_pipeline.demo`) writes these; the
+selection and benchmarking layers read them (see ``docs/hpo-contract.md``). The identity hashes the tags
+carry are computed by :mod:`benchmark_pipeline.hashing`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ STUDY_ATTR_DATA_FINGERPRINT = "data_fingerprint"
 
 METRICS_FILE = "metrics.json"
 TRIAL_META_FILE = "trial_meta.json"
-ONNX_FILE = "model.onnx"
-CHECKPOINT_FILE = "model.pt"
 STUDY_DB_FILE = "study.db"
-#: Where the ONNX model and checkpoint live inside an HPO run's artifacts.
+
+# Model files a trial may provide, in its trial folder or under MODEL_ARTIFACT_DIR of its HPO run.
+#: ONNX Runtime backend: any ONNX model; its inputs are read from the model's own signature.
+ONNX_FILE = "model.onnx"
+#: PyTorch backend, first choice: a ``torch.export`` program (``torch.export.save``).
+TORCH_EXPORT_FILE = "model.pt2"
+#: PyTorch backend, second choice: a Hugging Face checkpoint folder (``save_pretrained``), with ``[hf]``.
+HF_CONFIG_FILE = "config.json"
+HF_WEIGHTS_FILE = "model.safetensors"
+#: PyTorch backend, third choice: a ``state_dict`` that ``benchmark_config.pytorch.model_factory`` loads.
+CHECKPOINT_FILE = "model.pt"
+#: Where the model files live inside an HPO run's MLflow artifacts.
 MODEL_ARTIFACT_DIR = "model"
 
 #: ``…_v2`` → ``v2``: the variant parsed from a study name when no ``code.variant`` tag is set.

@@ -14,7 +14,7 @@ from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.report import format_benchmark_table
 from benchmark_pipeline.config import PipelineConfig, load_config
-from benchmark_pipeline.hpo.dataset import dataset_directory
+from benchmark_pipeline.demo.dataset import dataset_directory
 from benchmark_pipeline.selection.report import format_selection_table
 from benchmark_pipeline.selection.shapes import map_trial_infos
 from benchmark_pipeline.selection.trial_retrieval import retrieve_configured_best_trials

@@ -33,11 +33,12 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
-from benchmark_pipeline.hpo import contract
-from benchmark_pipeline.hpo.dataset import LABELS, load_split, write_dataset
-from benchmark_pipeline.hpo.models import build_model
-from benchmark_pipeline.hpo.onnx_export import export_onnx
-from benchmark_pipeline.hpo.training import macro_f1, predict, train_model
+from benchmark_pipeline import contract
+from benchmark_pipeline.demo.dataset import LABELS, load_split, write_dataset
+from benchmark_pipeline.demo.models import build_model, model_meta
+from benchmark_pipeline.demo.settings import validate_demo_config
+from benchmark_pipeline.demo.onnx_export import export_onnx
+from benchmark_pipeline.demo.training import macro_f1, predict, train_model
 from benchmark_pipeline.tracking import (
     default_artifact_location,
     get_or_create_experiment,
@@ -99,7 +100,12 @@ def run_sweep(
     client: MlflowClient | None = None,
     progress: ProgressCallback | None = None,
 ) -> SweepSummary:
-    """Run (or complete) the sweep of ``backbone`` × ``variant`` described by ``config.hpo_config``."""
+    """Run (or complete) the sweep of ``backbone`` × ``variant`` described by ``config.hpo_config``.
+
+    The config is checked (:func:`~benchmark_pipeline.demo.settings.validate_demo_config`) before anything
+    is written: a backbone the demo cannot train leaves no study, run or folder behind.
+    """
+    validate_demo_config(config)
     if backbone not in config.backbones:
         raise ValueError(f"backbone {backbone!r} is not configured; configured backbones: {list(config.backbones)}")
     variants = config.hpo_config["variants"]
@@ -222,6 +228,8 @@ def run_sweep(
                 "data_fingerprint": data_fp,
                 "objective": {"metric": metric_name, "direction": direction},
                 "seed": seed,
+                # what demo.models.load_trial_model needs to rebuild the architecture for the benchmark
+                "model": model_meta(vocab_size, len(LABELS), max_length),
             }
             _write_json_atomically(folder / contract.TRIAL_META_FILE, meta)
             _write_json_atomically(metrics_path, metrics)
