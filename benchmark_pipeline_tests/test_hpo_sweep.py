@@ -302,8 +302,8 @@ def test_dataset_is_byte_identical_when_regenerated(tmp_path: Path, tiny_raw_con
     write_dataset(data_config, tmp_path / "one")
     assert {name: (first.directory / name).read_bytes() for name in names} == original
 
-    # The data depends on the seed.
-    other = write_dataset({**data_config, "seed": 14}, tmp_path / "one")
+    # The data depends on the seed; without a local_path, each data_config gets a folder named by its fingerprint.
+    other = write_dataset({**data_config, "seed": 14, "local_path": None}, tmp_path / "one")
     assert other.directory != first.directory
     assert (other.directory / "train.jsonl").read_bytes() != original["train.jsonl"]
 
