@@ -84,7 +84,7 @@ def build() -> dict:
             b, v, hpo_run, trial, fp, cfg = key.split(":")
             tags = {"mlflow.runName": f"benchmark_{b}_{v}", "benchmark_key": key, "code.backbone": b, "code.variant": v,
                     "code.trial_key_hash": trial, "code.hpo_run_id": hpo_run, "code.data_fingerprint": fp,
-                    "code.benchmark_config_hash": cfg}
+                    "code.benchmark_config_hash": cfg, "benchmark_pipeline.result_logged": "true"}
             params = {"backends": "['onnxruntime', 'pytorch']", "device": "cpu", "batch_sizes": "[1, 8, 32]", "max_length": "32",
                       "warmup": "5", "iterations": "30", "min_duration_s": "0.2", "intra_op_threads": "1", "environment": "local"}
             metrics = {}

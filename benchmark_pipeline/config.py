@@ -34,6 +34,12 @@ _DEVICES = ("cpu", "cuda", "auto")
 _BACKENDS = ("onnxruntime", "pytorch")
 
 
+#: Bounds of every MLflow HTTP call unless ``mlflow.timeout_s`` / ``mlflow.max_retries`` say otherwise
+#: (applied by :func:`benchmark_pipeline.tracking.configure_http`).
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_RETRIES = 2
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or has the wrong type or value; the message names the field."""
 
@@ -43,6 +49,9 @@ class MlflowSettings:
     tracking_uri: str
     hpo_experiment_prefix: str = "hpo-"
     benchmark_experiment: str = "benchmarks"
+    #: Bounds of every MLflow HTTP call, and how long ``/health`` may take before MLflow counts as down.
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     def hpo_experiment_name(self, backbone: str) -> str:
         return f"{self.hpo_experiment_prefix}{backbone}"
@@ -82,6 +91,7 @@ class PipelineConfig:
             "tracking_uri": self.mlflow.tracking_uri,
             "hpo_output_dir": str(self.hpo_output_dir),
             "optuna_storages": list(self.optuna_storages),
+            "mlflow_timeout_s": self.mlflow.timeout_s,
         }
 
     def benchmark_experiment(self) -> dict[str, str]:
@@ -159,9 +169,12 @@ BENCHMARK_DEFAULTS: dict[str, Any] = {"device": "cpu", "min_duration_s": 0.0, "i
 #: Defaults of fields added later: dropped from the canonical config when they hold their default, so that
 #: the hash of every config written before they existed stays what it was.
 OPTIONAL_BENCHMARK_DEFAULTS: dict[str, Any] = {"output_tolerance": 1e-3, "synthetic_int_high": 2, "pytorch": {}}
-#: Machine-local fields: where the test data lies on this machine is not part of the benchmark's identity
-#: (the data is identified by ``data_config``'s fingerprint, as ``data_config.local_path`` is left out of it).
-MACHINE_LOCAL_BENCHMARK_FIELDS = frozenset({"test_data"})
+#: Fields that are not part of the benchmark's identity: where the test data lies on this machine (the data
+#: is identified by ``data_config``'s fingerprint, as ``data_config.local_path`` is left out of it), and when
+#: a RUNNING benchmark run is reported as stale (an operating choice, not a measurement setting).
+NON_IDENTITY_BENCHMARK_FIELDS = frozenset({"test_data", "stale_running_after_s"})
+#: Default of ``benchmark_config.stale_running_after_s``: a RUNNING benchmark run older than this is reported.
+DEFAULT_STALE_RUNNING_AFTER_S = 6 * 3600.0
 #: ``benchmark_config.task`` values with a built-in metric; anything else must be a ``module:function``.
 BUILT_IN_TASKS = ("token-classification", "sequence-classification")
 _IMPORT_STRING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -176,7 +189,7 @@ def canonical_benchmark_config(benchmark_config: Mapping[str, Any]) -> dict[str,
     for name, default in OPTIONAL_BENCHMARK_DEFAULTS.items():
         if name in canonical and canonical[name] == default:
             del canonical[name]
-    return {k: v for k, v in canonical.items() if k not in MACHINE_LOCAL_BENCHMARK_FIELDS}
+    return {k: v for k, v in canonical.items() if k not in NON_IDENTITY_BENCHMARK_FIELDS}
 
 
 def _number(mapping: Mapping[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
@@ -225,6 +238,7 @@ def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
     if "test_data" in benchmark_config and not isinstance(benchmark_config["test_data"], str):
         raise ConfigError(f"{where}.test_data must be the path of a .npz or .jsonl file, got {benchmark_config['test_data']!r}")
     _number(benchmark_config, "output_tolerance", where, OPTIONAL_BENCHMARK_DEFAULTS["output_tolerance"])
+    _number(benchmark_config, "stale_running_after_s", where, DEFAULT_STALE_RUNNING_AFTER_S, minimum=1.0)
     int_high = benchmark_config.get("synthetic_int_high", OPTIONAL_BENCHMARK_DEFAULTS["synthetic_int_high"])
     if isinstance(int_high, bool) or not isinstance(int_high, int) or int_high < 1:
         raise ConfigError(f"{where}.synthetic_int_high must be an integer >= 1, got {int_high!r}")
@@ -288,10 +302,15 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
         tracking_uri = f"sqlite:///{root / 'outputs' / 'mlflow' / 'mlflow.db'}"
     if not isinstance(tracking_uri, str):
         raise ConfigError(f"config.mlflow.tracking_uri must be a string, got {tracking_uri!r}")
+    max_retries = mlflow_raw.get("max_retries", DEFAULT_MAX_RETRIES)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"config.mlflow.max_retries must be an integer >= 0, got {max_retries!r}")
     mlflow_settings = MlflowSettings(
         tracking_uri=tracking_uri,
         hpo_experiment_prefix=str(mlflow_raw.get("hpo_experiment_prefix", "hpo-")),
         benchmark_experiment=str(mlflow_raw.get("benchmark_experiment", "benchmarks")),
+        timeout_s=_number(mlflow_raw, "timeout_s", "config.mlflow", DEFAULT_TIMEOUT_S, minimum=0.1),
+        max_retries=max_retries,
     )
 
     optuna_raw = raw.get("optuna") or {}

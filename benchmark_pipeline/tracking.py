@@ -1,8 +1,13 @@
 """Talking to MLflow through an explicit ``MlflowClient``: never the fluent, process-global API.
 
-* :func:`ensure_reachable` answers within ``timeout_s`` whether an HTTP tracking server is up. MLflow's own
-  client retries a dead server with exponential back-off for minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
-  default 7); probing ``/health`` first turns an outage into a fast, clear :class:`MlflowUnavailableError`.
+* Every MLflow HTTP call is bounded. MLflow's client reads its HTTP settings from the environment at each
+  request (``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 120 s; ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7,
+  with exponential back-off): left alone, a hung ``runs/search`` waits for over 15 minutes and a server that
+  answers 503 to every call is retried for minutes. :func:`configure_http` sets them from the config
+  (``mlflow.timeout_s``, default 30 s; ``mlflow.max_retries``, default 2; back-off factor 1 s), so one
+  call gives up within ``(max_retries + 1) × timeout_s`` plus about 3 s of back-off (and MLflow's jitter, up to 1 s a retry).
+* :func:`ensure_reachable` probes ``GET /health``: a refused connection is "down" at once; a slow answer is
+  waited for up to ``timeout_s`` (a busy server is not a dead one).
 * :func:`search_all_runs` pages through ``search_runs`` until the server has nothing left: one call returns
   at most ``max_results`` runs and says nothing about the rest.
 """
@@ -10,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import urllib.error
 import urllib.request
@@ -25,6 +31,8 @@ from mlflow.store.tracking.rest_store import RestStore
 from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 
+from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S
+
 logger = logging.getLogger(__name__)
 
 #: Page size for paginated searches: the most one ``search_runs`` call returns by default.
@@ -35,13 +43,46 @@ class MlflowUnavailableError(RuntimeError):
     """The MLflow tracking server could not be reached (refused, timed out, or unhealthy)."""
 
 
-def make_client(tracking_uri: str) -> MlflowClient:
+BACKOFF_FACTOR_S = 1  # MLflow parses an integer; urllib3 sleeps 1 s, then 2 s, ... between retries
+_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+_BACKOFF_ENV = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+
+
+def configure_http(timeout_s: float | None = None, max_retries: int | None = None) -> None:
+    """Bound MLflow's HTTP calls in this process (see the module docstring).
+
+    Values given are applied; values left out keep what the environment already says, else the defaults.
+    MLflow has no per-client setting for these, so they are process-wide by MLflow's design.
+    """
+    if timeout_s is not None:
+        os.environ[_TIMEOUT_ENV] = str(max(1, math.ceil(timeout_s)))  # MLflow parses an integer
+    if max_retries is not None:
+        os.environ[_RETRIES_ENV] = str(max_retries)
+    os.environ.setdefault(_TIMEOUT_ENV, str(math.ceil(DEFAULT_TIMEOUT_S)))
+    os.environ.setdefault(_RETRIES_ENV, str(DEFAULT_MAX_RETRIES))
+    os.environ.setdefault(_BACKOFF_ENV, str(BACKOFF_FACTOR_S))
+
+
+def current_timeout_s() -> float:
+    """The timeout MLflow's calls use now: the configured one, else :data:`DEFAULT_TIMEOUT_S`."""
+    try:
+        return float(os.environ.get(_TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+
+
+def make_client(tracking_uri: str, timeout_s: float | None = None, max_retries: int | None = None) -> MlflowClient:
+    """An explicit client for ``tracking_uri``, with MLflow's HTTP calls bounded (:func:`configure_http`)."""
+    configure_http(timeout_s, max_retries)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
 def client_or_default(mlflow_client: MlflowClient | None, tracking_uri: str | None = None) -> MlflowClient | None:
     """``mlflow_client`` when given; else a client for ``tracking_uri``, else for ``$MLFLOW_TRACKING_URI``;
-    else ``None`` (no MLflow: MLflow's own default would create ``./mlruns`` wherever the process runs)."""
+    else ``None`` (no MLflow: MLflow's own default would create ``./mlruns`` wherever the process runs).
+    Either way MLflow's HTTP calls are bounded (:func:`configure_http`)."""
+    configure_http()
     if mlflow_client is not None:
         return mlflow_client
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -52,13 +93,15 @@ def is_remote(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
-def ensure_reachable(tracking_uri: str, timeout_s: float = 3.0) -> None:
-    """Raise :class:`MlflowUnavailableError` unless the server answers ``GET /health`` within ``timeout_s``.
+def ensure_reachable(tracking_uri: str, timeout_s: float | None = None) -> None:
+    """Raise :class:`MlflowUnavailableError` unless the server answers ``GET /health`` within ``timeout_s``
+    (default: :func:`current_timeout_s`). A refused connection fails at once, whatever the timeout.
 
     Local stores (``sqlite:``, ``file:``, plain paths) are always reachable.
     """
     if not is_remote(tracking_uri):
         return
+    timeout_s = current_timeout_s() if timeout_s is None else timeout_s
     url = tracking_uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmark_pipeline.benchmarking.cache import cache_path, read_cache_entry, write_cache_entry
+from benchmark_pipeline_tests.builders import complete_result
 from benchmark_pipeline.benchmarking.keys import (
     MAX_COMPONENT_LENGTH,
     BenchmarkKeyParts,
@@ -400,12 +401,12 @@ def test_longest_valid_key_can_be_cached_and_read_back(tmp_path: Path) -> None:
     longest = "x" * MAX_COMPONENT_LENGTH
     long_key = build_benchmark_key(longest, longest, longest, longest, {**DATA_CONFIG, "version": "v" * 79}, BENCHMARK_CONFIG)
     other = build_benchmark_key(longest, longest, longest, "y" * MAX_COMPONENT_LENGTH, {**DATA_CONFIG, "version": "v" * 79}, BENCHMARK_CONFIG)
-    written = write_cache_entry(tmp_path, long_key, {"p50": 1.0}, "run1", mlflow_logged=True)
+    written = write_cache_entry(tmp_path, long_key, complete_result(long_key), "run1", mlflow_logged=True)
     assert written == cache_path(tmp_path, long_key)
     assert written.parent == tmp_path and len(written.name) <= 255
     assert cache_path(tmp_path, other) != written
     entry = read_cache_entry(tmp_path, long_key)
-    assert entry is not None and entry["benchmark_key"] == long_key and entry["result"] == {"p50": 1.0}
+    assert entry is not None and entry["benchmark_key"] == long_key and entry["result"] == complete_result(long_key)
     assert read_cache_entry(tmp_path, other) is None
 
 

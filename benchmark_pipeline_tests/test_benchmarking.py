@@ -45,7 +45,7 @@ from benchmark_pipeline.benchmarking import (
 from benchmark_pipeline.benchmarking.backends import CPU_PROVIDER, CUDA_PROVIDER
 from benchmark_pipeline.benchmarking.backends.onnxruntime import open_onnx_session
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, write_cache_entry
-from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, finished_keys
+from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, RESULT_LOGGED_TAG, finished_keys
 from benchmark_pipeline.benchmarking.measurement import MAX_ITERATIONS, summarize, time_calls
 from benchmark_pipeline.benchmarking.model_files import resolve_model_dir
 from benchmark_pipeline.benchmarking.report import plot_latency
@@ -55,6 +55,7 @@ from benchmark_pipeline.demo.sweep import run_sweep
 from benchmark_pipeline.selection import retrieve_best_trials, retrieve_from_disk
 from benchmark_pipeline.selection.shapes import iter_trial_infos
 from benchmark_pipeline.tracking import search_all_runs
+from benchmark_pipeline_tests.builders import complete_result
 from benchmark_pipeline_tests.conftest import deep_merge, free_port, tiny_config_dict
 
 ITERATIONS = 3
@@ -216,11 +217,30 @@ def sample_key(trial: str = "t1", **config: Any) -> str:
     return build_benchmark_key("bilstm", "v1", "r" * 32, trial, data, bench)
 
 
-def tagged_run(client: MlflowClient, experiment_id: str, key: str | None, status: str | None) -> str:
-    run_id = client.create_run(experiment_id, tags={BENCHMARK_KEY_TAG: key} if key else {}).info.run_id
+def tagged_run(client: MlflowClient, experiment_id: str, key: str | None, status: str | None, *, result_logged: bool = True) -> str:
+    """A run tagged with ``key``; a FINISHED one is marked as holding its benchmark.json, as this project's are."""
+    tags = {BENCHMARK_KEY_TAG: key} if key else {}
+    if status == "FINISHED" and result_logged:
+        tags[RESULT_LOGGED_TAG] = "true"
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
     if status is not None:
         client.set_terminated(run_id, status)
     return run_id
+
+
+def test_a_finished_run_without_benchmark_json_does_not_count(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str], tmp_path: Path) -> None:
+    # A cleanup script set a RUNNING benchmark run FINISHED: it holds no result, so the key is not benchmarked.
+    reference, experiment_id = experiment
+    key = sample_key("closed-by-cleanup")
+    tagged_run(mlflow_client, experiment_id, key, "FINISHED", result_logged=False)
+    assert benchmark_exists_in_mlflow(key, reference, mlflow_client) is False
+    assert key not in finished_keys(fetch_benchmark_runs(mlflow_client, reference))
+    # A run logged before the tag existed counts when its artifacts hold benchmark.json (one listing request).
+    legacy = tagged_run(mlflow_client, experiment_id, sample_key("legacy"), None)
+    (tmp_path / "benchmark.json").write_text("{}", encoding="utf-8")
+    mlflow_client.log_artifact(legacy, str(tmp_path / "benchmark.json"))
+    mlflow_client.set_terminated(legacy, "FINISHED")
+    assert benchmark_exists_in_mlflow(sample_key("legacy"), reference, mlflow_client) is True
 
 
 def test_finished_run_means_the_benchmark_exists(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
@@ -288,7 +308,7 @@ def test_an_unsafe_key_is_refused_before_reaching_the_filter(mlflow_client: Mlfl
 def test_valid_cache_file_is_found(tmp_path: Path) -> None:
     key = sample_key("cached")
     assert benchmark_exists_on_disk(key, tmp_path, "test") is None
-    written = write_cache_entry(cache_dir(tmp_path, "test"), key, {"p50_ms": 1.0}, None, mlflow_logged=False)
+    written = write_cache_entry(cache_dir(tmp_path, "test"), key, complete_result(key), None, mlflow_logged=False)
     assert benchmark_exists_on_disk(key, tmp_path, "test") == written == cache_path(cache_dir(tmp_path, "test"), key)
     assert benchmark_exists_on_disk(key, tmp_path, "prod") is None  # environments have separate caches
 
@@ -308,7 +328,7 @@ def test_corrupt_cache_file_is_ignored_with_a_warning(tmp_path: Path, caplog: py
 def test_cache_file_holding_another_key_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     key, other = sample_key("mine"), sample_key("theirs")
     directory = cache_dir(tmp_path, "test")
-    written = write_cache_entry(directory, other, {"p50_ms": 1.0}, None, mlflow_logged=False)
+    written = write_cache_entry(directory, other, complete_result(other), None, mlflow_logged=False)
     shutil.copyfile(written, cache_path(directory, key))
     with caplog.at_level(logging.WARNING, logger="benchmark_pipeline.benchmarking"):
         assert benchmark_exists_on_disk(key, tmp_path, "test") is None
@@ -336,7 +356,7 @@ def test_benchmark_already_exists_combines_mlflow_and_disk(
     in_mlflow, on_disk, nowhere, failed = (sample_key(t) for t in ("in-mlflow", "on-disk", "nowhere", "failed"))
     tagged_run(mlflow_client, experiment_id, in_mlflow, "FINISHED")
     tagged_run(mlflow_client, experiment_id, failed, "FAILED")
-    write_cache_entry(cache_dir(tmp_path, "test"), on_disk, {"p50_ms": 1.0}, None, mlflow_logged=False)
+    write_cache_entry(cache_dir(tmp_path, "test"), on_disk, complete_result(on_disk), None, mlflow_logged=False)
 
     def exists(key: str, client: MlflowClient | None) -> bool:
         return benchmark_already_exists(key, reference, tmp_path, "test", client)
@@ -402,7 +422,7 @@ def filter_setup(tmp_path: Path, mlflow_client: MlflowClient, experiment: tuple[
     keys = {name: key_for_trial(info, trained.data_config, trained.benchmark_config) for name, info in infos.items()}
     tagged_run(mlflow_client, experiment_id, keys["mlflow"], "FINISHED")
     tagged_run(mlflow_client, experiment_id, keys["failed"], "FAILED")
-    write_cache_entry(cache_dir(tmp_path, trained.config.environment), keys["disk"], {"p50_ms": 1.0}, None, mlflow_logged=False)
+    write_cache_entry(cache_dir(tmp_path, trained.config.environment), keys["disk"], complete_result(keys["disk"]), None, mlflow_logged=False)
     yield {"root": tmp_path, "experiment": reference, "infos": infos, "keys": keys}
 
 

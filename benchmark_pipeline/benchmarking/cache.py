@@ -6,7 +6,9 @@
   + 64 hex digits + ``.json``, which holds no ``+`` and so never equals a readable name.
 * Files are written atomically (temporary file in the same folder, ``fsync``, ``os.replace``), so a file
   that exists always holds a complete result.
-* A file is trusted only when it parses and holds the same key; anything else is reported and ignored.
+* A file is trusted only when it is a regular file (a symbolic link is never followed: it could point
+  anywhere), parses, has the complete schema, and both its top-level key and its result's key equal the key
+  its name says; anything else is reported and ignored (so that key is benchmarked again).
 """
 
 from __future__ import annotations
@@ -42,21 +44,75 @@ def cache_path(cache_directory: Path, benchmark_key: str) -> Path:
     return cache_directory / name
 
 
-def read_cache_entry(cache_directory: Path, benchmark_key: str) -> dict[str, Any] | None:
-    """The cached payload for ``benchmark_key``, or ``None`` when absent, corrupt or holding another key."""
-    path = cache_path(cache_directory, benchmark_key)
-    if not path.exists():
-        return None
+#: What a cached result must hold to be trusted (the fields ``BenchmarkResult`` always writes).
+REQUIRED_RESULT_FIELDS = ("benchmark_key", "backbone", "variant", "trial_id", "benchmark_config", "measurements", "quality", "environment")
+REQUIRED_MEASUREMENT_FIELDS = ("backend", "batch_size", "provider", "count", "p50_ms", "p95_ms", "throughput_samples_per_s")
+
+
+def load_cache_file(path: Path) -> Any:
+    """The parsed JSON of ``path``, opened without following a symbolic link; ``None`` when absent.
+
+    Raises ``ValueError`` naming the file when it is a link, unreadable or not JSON.
+    """
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        kind = "a symbolic link (never followed)" if path.is_symlink() else f"unreadable ({error})"
+        raise ValueError(f"benchmark cache file {path} is {kind}") from None
+    try:
+        with os.fdopen(descriptor, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        logger.warning("benchmark cache file %s is unreadable (%s); not trusted", path, error)
+        raise ValueError(f"benchmark cache file {path} is unreadable ({type(error).__name__}: {error})") from None
+
+
+def schema_problem(payload: Any, benchmark_key: str) -> str | None:
+    """Why ``payload`` is not a complete cache entry of ``benchmark_key`` (``None``: it is)."""
+    if not isinstance(payload, dict):
+        return f"top level is {type(payload).__name__}, not an object"
+    if payload.get("benchmark_key") != benchmark_key:
+        return f"holds key {payload.get('benchmark_key')!r}, not {benchmark_key!r}"
+    mlflow = payload.get("mlflow")
+    if not isinstance(mlflow, dict) or not isinstance(mlflow.get("logged"), bool):
+        return "has no mlflow.logged flag"
+    result = payload.get("result")
+    if not isinstance(result, dict):
+        return "has no result object"
+    missing = [name for name in REQUIRED_RESULT_FIELDS if name not in result]
+    if missing:
+        return f"result lacks {missing}"
+    if result["benchmark_key"] != benchmark_key:
+        return f"result is of key {result['benchmark_key']!r}, not {benchmark_key!r}"
+    measurements = result["measurements"]
+    if not isinstance(measurements, list) or not measurements:
+        return "result has no measurements"
+    for index, measurement in enumerate(measurements):
+        if not isinstance(measurement, dict) or any(name not in measurement for name in REQUIRED_MEASUREMENT_FIELDS):
+            return f"measurement {index} lacks one of {list(REQUIRED_MEASUREMENT_FIELDS)}"
+    return None
+
+
+def trusted_entry(path: Path, benchmark_key: str, payload: Any) -> dict[str, Any] | None:
+    """``payload`` when it is a complete entry of ``benchmark_key``; else ``None``, with a WARNING naming the file."""
+    problem = schema_problem(payload, benchmark_key)
+    if problem is not None:
+        logger.warning("benchmark cache file %s %s; not trusted", path, problem)
         return None
-    if not isinstance(payload, dict) or payload.get("benchmark_key") != benchmark_key or "result" not in payload:
-        found = payload.get("benchmark_key") if isinstance(payload, dict) else None
-        logger.warning("benchmark cache file %s holds key %r, not %r; not trusted", path, found, benchmark_key)
+    return payload  # type: ignore[no-any-return]
+
+
+def read_cache_entry(cache_directory: Path, benchmark_key: str) -> dict[str, Any] | None:
+    """The cached payload for ``benchmark_key``, or ``None`` when absent, a link, corrupt, incomplete or of
+    another key (all but absent are logged with the file's path)."""
+    path = cache_path(cache_directory, benchmark_key)
+    try:
+        payload = load_cache_file(path)
+    except ValueError as error:
+        logger.warning("%s; not trusted", error)
         return None
-    return payload
+    return None if payload is None else trusted_entry(path, benchmark_key, payload)
 
 
 def write_cache_entry(cache_directory: Path, benchmark_key: str, result: Mapping[str, Any], mlflow_run_id: str | None, mlflow_logged: bool) -> Path:

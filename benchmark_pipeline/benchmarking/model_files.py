@@ -3,8 +3,8 @@
 The files a trial may provide are named in :mod:`benchmark_pipeline.contract`. A trial's model folder is
 its ``trial_dir`` when that is readable on this machine and inside a configured HPO folder; otherwise the
 ``model/`` artifacts of its HPO run are downloaded from MLflow (proxied ``mlflow-artifacts:`` stores too).
-A folder outside the configured roots is refused, never read: model files are only read from where the
-configuration says HPO results live.
+A folder outside the configured roots is refused, never read, and so is a model file inside it that is a
+symbolic link out of them: model files are only read from where the configuration says HPO results live.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.backends import BACKENDS, ONNXRUNTIME, PYTORCH, ModelFileError
+
+#: Every file a backend may read from a model folder.
+MODEL_FILES = (contract.ONNX_FILE, contract.TORCH_EXPORT_FILE, contract.HF_CONFIG_FILE, contract.HF_WEIGHTS_FILE, contract.CHECKPOINT_FILE, contract.TRIAL_META_FILE)
 
 ROUTE_TORCH_EXPORT = "torch.export"
 ROUTE_HUGGING_FACE = "huggingface"
@@ -102,7 +105,11 @@ def resolve_model_dir(
         resolved = Path(folder).resolve()
         if not any(resolved.is_relative_to(root) for root in allowed_roots):
             raise ModelFileError(f"trial_dir {folder} is outside the configured HPO folders {[str(r) for r in allowed_roots]}")
-        if any((resolved / name).is_file() for name in (contract.ONNX_FILE, contract.TORCH_EXPORT_FILE, contract.HF_WEIGHTS_FILE, contract.CHECKPOINT_FILE)):
+        present = [resolved / name for name in MODEL_FILES if (resolved / name).is_file()]
+        for path in present:
+            if not any(path.resolve().is_relative_to(root) for root in allowed_roots):
+                raise ModelFileError(f"model file {path} resolves to {path.resolve()}, outside the configured HPO folders {[str(r) for r in allowed_roots]}; not read")
+        if present:
             return resolved
     run_id = trial_info.get("run_id")
     if run_id and client is not None:

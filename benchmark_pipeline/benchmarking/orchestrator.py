@@ -2,23 +2,31 @@
 
 Persistence order for one benchmark, so that nothing finished is lost and nothing partial looks finished:
 
-1. an MLflow run is created RUNNING in the benchmark experiment, tagged with the ``benchmark_key``
-   (a crash leaves it RUNNING or FAILED, and such runs never block a rerun);
+1. under the key's claim (:mod:`~benchmark_pipeline.benchmarking.claims`), an MLflow run is created
+   RUNNING in the benchmark experiment, tagged with the ``benchmark_key`` (exactly once, even when the
+   connection drops: :func:`~benchmark_pipeline.benchmarking.mlflow_logging.start_benchmark_run`);
 2. the benchmark runs;
 3. the result is written to the disk cache atomically, marked ``mlflow.logged = false``;
 4. params, metrics, ``benchmark.json`` and the latency plot are logged, then the run is set FINISHED;
 5. the cache entry is rewritten with ``mlflow.logged = true``.
 
-If MLflow fails at step 1 or 4, the finished result stays in the cache, marked as not yet in MLflow; the
-next ``filter_missing_benchmarks``, benchmark materialization or sensor tick uploads it without benchmarking
-again (:func:`~benchmark_pipeline.benchmarking.mlflow_logging.upload_pending_benchmarks`).
+Steps 3 and 4 are each caught: a failing store never stops the other store nor the other trials. A result
+that reached neither store is a failure of that trial, and its run is set FAILED with both errors. If only
+MLflow failed, the result stays in the cache, marked as not yet in MLflow (its run stays RUNNING); the next
+``filter_missing_benchmarks``, benchmark materialization or sensor tick completes that run from the cache
+without benchmarking again (:func:`~benchmark_pipeline.benchmarking.mlflow_logging.upload_pending_benchmarks`).
+An interrupt (SIGTERM, Ctrl-C, Dagster's run termination) sets the run KILLED and releases the claim.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ from benchmark_pipeline.benchmarking.mlflow_logging import (
     log_benchmark_result,
     pending_keys,
     start_benchmark_run,
+    upload_pending,
     upload_pending_benchmarks,
 )
 from benchmark_pipeline.benchmarking.model_files import allowed_model_roots, resolve_model_dir
@@ -51,8 +60,6 @@ from benchmark_pipeline.tracking import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_BENCHMARK_EXPERIMENT = {"name": "benchmarks"}
-#: Seconds the server may take to answer /health before a finished result is kept for a later upload.
-LOGGING_PROBE_TIMEOUT_S = 15.0
 ProgressCallback = Callable[[str], None]
 
 
@@ -100,15 +107,21 @@ def filter_missing_benchmarks(
     ``$MLFLOW_TRACKING_URI`` is used if set.
 
     Cached results that could not be logged to MLflow earlier (an outage) are uploaded first, without
-    benchmarking again.
+    benchmarking again; so are cached results marked as logged whose run MLflow no longer has (a restored
+    backup, a deleted run): when MLflow is reachable, the cache's word is checked against it.
     """
     validate_benchmark_config(benchmark_config)
     client = _reachable(client_or_default(mlflow_client))
     directory = cache_dir(root_dir, environment)
-    pending = pending_keys(directory) if client is not None else []
-    if pending:
-        upload_pending_benchmarks(client, _benchmark_experiment_id(client, benchmark_experiment, Path(root_dir)), directory, pending)
-    in_mlflow = finished_keys(fetch_benchmark_runs(client, benchmark_experiment)) if client is not None else set()
+    in_mlflow: set[str] = set()
+    if client is not None:
+        in_mlflow = finished_keys(fetch_benchmark_runs(client, benchmark_experiment))
+        keys = {key_for_trial(info, data_config, benchmark_config) for info in iter_trial_infos(best_trials)}
+        lost = sorted(k for k in keys - in_mlflow if read_cache_entry(directory, k) is not None)
+        pending = pending_keys(directory)
+        if pending or lost:
+            experiment_id = _benchmark_experiment_id(client, benchmark_experiment, Path(root_dir))
+            in_mlflow |= set(upload_pending_benchmarks(client, experiment_id, directory, pending, verify_logged=lost))
 
     def missing(trial_info: dict[str, Any]) -> dict[str, Any] | None:
         key = key_for_trial(trial_info, data_config, benchmark_config)
@@ -125,6 +138,104 @@ def filter_missing_benchmarks(
     kept = sum(1 for _ in iter_trial_infos(remaining))
     logger.info("%d of %d trial(s) need a benchmark; %d already benchmarked", kept, total, total - kept)
     return remaining
+
+
+@dataclass(frozen=True)
+class _Stores:
+    """Where one call's results go: the disk cache, and MLflow when reachable."""
+
+    client: MlflowClient | None
+    experiment: Mapping[str, str]
+    experiment_id: str | None
+    cache_directory: Path
+    root_dir: Path
+    environment: str
+
+    def existing(self, key: str) -> dict[str, Any] | None:
+        """The stored result of ``key`` (completing an upload left pending first); the caller holds the claim."""
+        if self.client is not None and self.experiment_id is not None:
+            try:
+                upload_pending(self.client, self.experiment_id, self.cache_directory, key, verify_logged=True)
+            except (MlflowException, OSError) as error:
+                logger.warning("could not upload the cached benchmark %s: %s", key, error)
+        found = find_existing_benchmark(key, dict(self.experiment), self.root_dir, self.environment, self.client)
+        return None if found is None else {**found, "status": "existing", "cache_path": str(cache_path(self.cache_directory, key))}
+
+    def start_run(self, key: str, hpo_run_id: str | None) -> str | None:
+        if self.client is None or self.experiment_id is None:
+            return None
+        try:
+            return start_benchmark_run(self.client, self.experiment_id, key, hpo_run_id)
+        except (MlflowException, OSError) as error:
+            logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
+            return None
+
+    def end_run(self, run_id: str | None, status: str, error: str) -> None:
+        """Close a run that holds no result (FAILED, or KILLED on an interrupt), with the reason as its tag."""
+        if run_id is None or self.client is None:
+            return
+        try:
+            self.client.set_tag(run_id, "error", error[:4000])
+            self.client.set_terminated(run_id, status)
+        except (MlflowException, OSError) as failure:
+            logger.warning("could not set MLflow run %s %s: %s", run_id, status, failure)
+
+    def persist(self, key: str, result: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+        """Steps 3-5 of the module docstring; raises :class:`ResultNotStoredError` when no store took it."""
+        cache_file: Path | None = None
+        problems = []
+        try:
+            cache_file = write_cache_entry(self.cache_directory, key, result, run_id, mlflow_logged=False)
+        except OSError as error:
+            problems.append(f"cannot write the benchmark cache {cache_path(self.cache_directory, key)}: {type(error).__name__}: {error}")
+            logger.error("benchmark %s finished but %s", key, problems[-1])
+        logged = False
+        if run_id is not None and self.client is not None:
+            try:
+                # A dead server would make every call below wait out its retries: probe it first.
+                ensure_reachable(client_tracking_uri(self.client))
+                log_benchmark_result(self.client, run_id, result)
+                logged = True
+            except (MlflowUnavailableError, MlflowException, OSError) as error:
+                problems.append(f"cannot log it to MLflow run {run_id}: {type(error).__name__}: {error}")
+                logger.warning("benchmark %s finished but is not in MLflow yet (%s); it is uploaded from %s on the next pass", key, error, cache_file)
+        else:
+            problems.append("no MLflow run to log it to")
+        if not logged and cache_file is None:
+            message = "the result reached no store: " + "; ".join(problems)
+            self.end_run(run_id, "FAILED", message)
+            raise ResultNotStoredError(message)
+        if logged and cache_file is not None:
+            try:
+                write_cache_entry(self.cache_directory, key, result, run_id, mlflow_logged=True)
+            except OSError as error:  # MLflow holds it; the entry still says pending and is reconciled later
+                logger.warning("benchmark %s is in MLflow run %s but its cache entry %s could not be marked logged: %s", key, run_id, cache_file, error)
+        return {**result, "status": "benchmarked", "mlflow_run_id": run_id, "mlflow_logged": logged, "cache_path": str(cache_file) if cache_file else None}
+
+
+class ResultNotStoredError(RuntimeError):
+    """A benchmark finished but neither the disk cache nor MLflow took its result (the message says why)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` for the block, so runs are closed KILLED and claims released.
+
+    Only where nobody handles SIGTERM yet (Dagster maps it to its own interrupt already) and on the main
+    thread (the only one Python delivers signals to).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def benchmark_best_trials(
@@ -145,11 +256,11 @@ def benchmark_best_trials(
     Returns the same shape, each entry the result dict (``BenchmarkResult.to_dict()`` plus ``status``,
     ``mlflow_run_id``, ``mlflow_logged`` and ``cache_path``). Each key is benchmarked under an exclusive
     claim (:mod:`~benchmark_pipeline.benchmarking.claims`); a key whose result exists by the time the claim
-    is held (another process just made it) is not run again: its entry has ``status: "existing"``. When ``mlflow_client`` is None,
-    ``$MLFLOW_TRACKING_URI`` is used if set; with no MLflow at all, results go to the disk cache only.
-    A failing benchmark does not stop the others: after all ran, :class:`BenchmarkFailedError` lists the
-    failures (finished results are saved before it is raised). ``hpo_config`` is accepted for the design
-    document's signature.
+    is held (another process just made it) is not run again: its entry has ``status: "existing"``. When
+    ``mlflow_client`` is None, ``$MLFLOW_TRACKING_URI`` is used if set; with no MLflow at all, results go to
+    the disk cache only. A failing benchmark or store does not stop the others: after all ran,
+    :class:`BenchmarkFailedError` lists the failures (finished results are saved before it is raised).
+    ``hpo_config`` is accepted for the design document's signature.
 
     ``test_data_path`` (else ``benchmark_config.test_data``, relative to ``root_dir``; else inputs synthesized
     from the model's signature) is read, never written. Model files are read from a trial's ``trial_dir``
@@ -160,64 +271,52 @@ def benchmark_best_trials(
     test_data = Path(test_data_path) if test_data_path is not None else resolve_test_data(benchmark_config, Path(root_dir))
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
     client = _reachable(client_or_default(mlflow_client))
-    experiment_id = _benchmark_experiment_id(client, experiment, Path(root_dir))
-    directory = cache_dir(root_dir, environment)
+    stores = _Stores(client, experiment, _benchmark_experiment_id(client, experiment, Path(root_dir)), cache_dir(root_dir, environment), Path(root_dir), environment)
     hpo_dirs = [hpo_output_dir, *(info.get("hpo_output_dir") for info in iter_trial_infos(best_trials))]
     allowed_roots = allowed_model_roots(Path(root_dir), environment, hpo_dirs)
     failures: dict[str, str] = {}
 
-    def existing_result(key: str) -> dict[str, Any] | None:
-        upload_pending_benchmarks(client, experiment_id, directory, [key])
-        found = find_existing_benchmark(key, experiment, Path(root_dir), environment, client)
-        return None if found is None else {**found, "status": "existing", "cache_path": str(cache_path(directory, key))}
-
     def benchmark_one(trial_info: dict[str, Any]) -> dict[str, Any] | None:
         key = key_for_trial(trial_info, data_config, benchmark_config)
-        # Concurrent materializations of one key queue here; whoever comes second finds the first's result.
-        with benchmark_claim(directory, key):
-            found = existing_result(key)
-            if found is not None:
-                logger.info("benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id"))
-                return found
-            return run_and_persist(key, trial_info)
-
-    def run_and_persist(key: str, trial_info: dict[str, Any]) -> dict[str, Any] | None:
-        run_id = None
-        if client is not None and experiment_id is not None:
-            try:
-                run_id = start_benchmark_run(client, experiment_id, key, trial_info.get("run_id"))
-            except (MlflowException, OSError) as error:
-                logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
         try:
-            with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
-                model_dir = resolve_model_dir(trial_info, allowed_roots, client, Path(download_root))
-                result = run_benchmark(key, trial_info, model_dir, test_data, data_config, benchmark_config, progress).to_dict()
+            # Concurrent materializations of one key queue here; whoever comes second finds the first's result.
+            with benchmark_claim(stores.cache_directory, key):
+                found = stores.existing(key)
+                if found is not None:
+                    logger.info("benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id"))
+                    return found
+                return _run_and_persist(stores, key, trial_info, allowed_roots, test_data, data_config, benchmark_config, progress)
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except Exception as error:
             failures[key] = f"{type(error).__name__}: {error}"
             logger.error("benchmark %s failed: %s", key, failures[key])
-            if run_id is not None:
-                try:
-                    client.set_tag(run_id, "error", failures[key][:4000])
-                    client.set_terminated(run_id, "FAILED")
-                except (MlflowException, OSError):
-                    pass
             return None
-        cache_file = write_cache_entry(directory, key, result, run_id, mlflow_logged=False)
-        logged = False
-        if run_id is not None:
-            try:
-                # A dead server would make MLflow's client retry for minutes: probe it first (generously: a
-                # refused connection fails at once, and a busy server must not be mistaken for a dead one).
-                ensure_reachable(client_tracking_uri(client), timeout_s=LOGGING_PROBE_TIMEOUT_S)
-                log_benchmark_result(client, run_id, result)
-                logged = True
-            except (MlflowUnavailableError, MlflowException, OSError) as error:
-                logger.warning("benchmark %s finished but is not in MLflow yet (%s); it stays in %s and is uploaded on the next pass", key, error, cache_file)
-        if logged:
-            write_cache_entry(directory, key, result, run_id, mlflow_logged=True)
-        return {**result, "status": "benchmarked", "mlflow_run_id": run_id, "mlflow_logged": logged, "cache_path": str(cache_file)}
 
-    results = map_trial_infos(best_trials, benchmark_one)
+    with _sigterm_as_interrupt():
+        results = map_trial_infos(best_trials, benchmark_one)
     if failures:
         raise BenchmarkFailedError(failures)
     return results
+
+
+def _run_and_persist(
+    stores: _Stores,
+    key: str,
+    trial_info: dict[str, Any],
+    allowed_roots: Sequence[Path],
+    test_data: Path | None,
+    data_config: Mapping[str, Any],
+    benchmark_config: Mapping[str, Any],
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    run_id = stores.start_run(key, trial_info.get("run_id"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
+            model_dir = resolve_model_dir(trial_info, allowed_roots, stores.client, Path(download_root))
+            result = run_benchmark(key, trial_info, model_dir, test_data, data_config, benchmark_config, progress).to_dict()
+    except BaseException as error:
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit)) or not isinstance(error, Exception)
+        stores.end_run(run_id, "KILLED" if interrupted else "FAILED", f"{type(error).__name__}: {error}")
+        raise
+    return stores.persist(key, result, run_id)
