@@ -50,6 +50,7 @@ PIPELINE_ASSETS = (
     "demo_dataset", "discovered_partitions", "hpo_sweep", "best_trial", "best_trial_per_variant",
     "benchmark_result", "benchmark_result_per_variant", "leaderboard",
 )  # fmt: skip
+DEMO_ASSETS = ("demo_dataset", "hpo_sweep")
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--virtual-time-budget=15000",
@@ -212,9 +213,11 @@ def test_ui_lists_the_assets_and_renders_benchmark_metadata(webserver: dict[str,
     lineage_dom = _browse(f"{url}/assets/leaderboard?view=lineage&lineageScope=upstream&lineageDepth=10", "--dump-dom")
     lineage = _visible_text(lineage_dom)
     assert "AssetNodeLineageGraph" in lineage_dom  # the graph itself rendered, not only the page frame
-    upstream = [name for name in PIPELINE_ASSETS if name != "discovered_partitions"]
+    upstream = [name for name in PIPELINE_ASSETS if name not in ("discovered_partitions", *DEMO_ASSETS)]
     missing = [name for name in upstream if not _shown(name, lineage)]
     assert not missing, f"the asset graph upstream of leaderboard lacks {missing}: {lineage[:2000]}"
+    # The demo sits at the edge of the graph: nothing of the pipeline depends on its assets.
+    assert not [name for name in DEMO_ASSETS if _shown(name, lineage)], f"a demo asset is upstream of leaderboard: {lineage[:2000]}"
 
     page = f"{url}/assets/benchmark_result?view=partitions&partition=bilstm"
     dom = _browse(page, "--dump-dom")

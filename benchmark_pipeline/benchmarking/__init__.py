@@ -6,8 +6,7 @@ onnxruntime or torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from benchmark_pipeline._lazy_exports import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "BenchmarkFailedError": "orchestrator",
@@ -33,10 +32,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
