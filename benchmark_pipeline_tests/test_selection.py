@@ -37,6 +37,7 @@ from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.hashing import data_fingerprint
 from benchmark_pipeline import contract
 from benchmark_pipeline.selection import (
@@ -57,6 +58,7 @@ METRIC = "macro-f1"
 HPO_CONFIG: dict[str, Any] = {"objective": {"metric": METRIC, "direction": "maximize"}}
 DATA_CONFIG: dict[str, Any] = tiny_config_dict("/unused")["data_config"]
 DATA_FP = data_fingerprint(DATA_CONFIG)
+BENCHMARK_CONFIG: dict[str, Any] = tiny_config_dict("/unused")["benchmark_config"]
 RETRIEVAL_LOGGER = "benchmark_pipeline.selection.trial_retrieval"
 
 
@@ -995,3 +997,83 @@ def test_an_empty_experiment_is_a_fallback_not_an_error(mlflow_client: MlflowCli
     result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})
     assert result[backbone]["source"] == "disk"
     assert result[backbone]["candidates"]["mlflow"] == {**result[backbone]["candidates"]["mlflow"], "available": True, "eligible": 0, "pick": None}
+
+
+# ============================================================================ hand-built: unsafe identities
+
+ZERO_WIDTH_SPACE = "\u200b"
+ARABIC_INDIC_THREE = "\u0663"
+
+
+def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A zero-width space, an Arabic-Indic digit (which ``\\d`` matches), a quote or 97 characters in an identity
+    field: each such record would win (0.99) and then break key building; instead it is excluded, counted under
+    ``unsafe_value:<field>``, and the safe trial is picked and keyed."""
+    caplog.set_level(logging.WARNING)
+    backbone = "lookalike"
+    hpo_dir = tmp_path / "hpo"
+    name, experiment_id = new_experiment(mlflow_client, "lookalike")
+    good = Trial(backbone, "v1", 0, 0.5)
+    bad = [Trial(backbone, "v1", n, 0.99) for n in range(1, 20)]
+    good_run = log_run(mlflow_client, experiment_id, good)
+
+    # --- MLflow: one unsafe tag per run
+    log_run(mlflow_client, experiment_id, bad[0], tags={contract.TAG_TRIAL_KEY_HASH: bad[0].trial_key + ZERO_WIDTH_SPACE})
+    log_run(mlflow_client, experiment_id, bad[1], tags={contract.TAG_TRIAL_KEY_HASH: bad[1].trial_key[:-1] + ARABIC_INDIC_THREE})
+    log_run(mlflow_client, experiment_id, bad[2], tags={contract.TAG_STUDY_KEY_HASH: "study'key"})
+    log_run(mlflow_client, experiment_id, bad[3], tags={contract.TAG_VARIANT: f"v{ARABIC_INDIC_THREE}"})
+    log_run(mlflow_client, experiment_id, bad[4], tags={contract.TAG_TRIAL_KEY_HASH: "f" * 97})
+    # The study-name fallback takes ASCII digits only: "…_v٣" gives no variant, so "default" (a safe name).
+    fallback_run = log_run(mlflow_client, experiment_id, Trial(backbone, "v1", 50, 0.1), tags={contract.TAG_VARIANT: None, contract.TAG_STUDY_NAME: f"{backbone}_v{ARABIC_INDIC_THREE}"})
+
+    # --- Optuna: an unsafe trial attribute, an unsafe cross-reference, and a study whose own variant is unsafe
+    write_study(hpo_dir, backbone, "v1", [
+        {"value": 0.5, "trial_key": good.trial_key, "run_id": good_run},
+        {"value": 0.99, "trial_key": bad[5].trial_key + ZERO_WIDTH_SPACE},
+        {"value": 0.99, "trial_key": bad[6].trial_key, "run_id": "run'6"},
+    ])  # fmt: skip
+    write_study(hpo_dir, backbone, "v2", [{"value": 0.99, "trial_key": bad[7].trial_key}, {"value": 0.99, "trial_key": bad[8].trial_key}],
+                attrs={contract.STUDY_ATTR_VARIANT: f"v2{ZERO_WIDTH_SPACE}"})  # fmt: skip
+
+    # --- Trial folders: one unsafe trial_meta.json field per folder
+    write_folder(hpo_dir, good, run_id=good_run)
+    write_folder(hpo_dir, bad[9], meta={"trial_key_hash": bad[9].trial_key + ZERO_WIDTH_SPACE})
+    write_folder(hpo_dir, bad[10], meta={"study_key_hash": 'study"key'})
+    quoted_variant = write_folder(hpo_dir, bad[11], meta={"variant": "v'1"})
+    write_folder(hpo_dir, bad[12], meta={"mlflow_run_id": f"{ARABIC_INDIC_THREE}" * 32})
+
+    result = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}})
+    info = result[backbone]
+    assert (info["trial_id"], info["metric"], info["source"], info["run_id"]) == (good.trial_key, 0.5, "mlflow", good_run)
+    assert info["sources_agree"] is True
+    key = key_for_trial(info, DATA_CONFIG, BENCHMARK_CONFIG)  # the pick builds a key
+    assert key.split(":")[2] == good_run
+    candidates = info["candidates"]
+    assert candidates["mlflow"]["ineligible"] == {
+        f"unsafe_value:{contract.TAG_STUDY_KEY_HASH}": 1,
+        f"unsafe_value:{contract.TAG_TRIAL_KEY_HASH}": 3,
+        f"unsafe_value:{contract.TAG_VARIANT}": 1,
+    }
+    assert candidates["mlflow"]["eligible"] == 2  # the good run and the study-name fallback run
+    assert candidates["study"]["ineligible"] == {
+        f"unsafe_value:{contract.ATTR_MLFLOW_RUN_ID}": 1,
+        f"unsafe_value:{contract.ATTR_TRIAL_KEY_HASH}": 1,
+        f"unsafe_value:{contract.STUDY_ATTR_VARIANT}": 2,
+    }
+    assert candidates["disk"]["ineligible"] == {
+        "unsafe_value:mlflow_run_id": 1,
+        "unsafe_value:study_key_hash": 1,
+        "unsafe_value:trial_key_hash": 1,
+        "unsafe_value:variant": 1,
+    }
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(quoted_variant / contract.TRIAL_META_FILE) in m and "variant" in m for m in logged)
+    assert sum("not a safe identity" in m for m in logged) == 12
+
+    per_variant = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")[backbone]
+    assert sorted(per_variant) == ["default", "v1"], "no partition for an unsafe variant"
+    assert per_variant["default"]["run_id"] == fallback_run
+    for partition in per_variant.values():
+        key_for_trial(partition, DATA_CONFIG, BENCHMARK_CONFIG)

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 
 from benchmark_pipeline import contract
-from benchmark_pipeline.selection.records import SOURCE_STUDY, SourceScan, TrialCandidate, is_finite_metric
+from benchmark_pipeline.selection.records import SOURCE_STUDY, UNSAFE_VALUE, SourceScan, TrialCandidate, is_finite_metric, unsafe_field
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,19 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
         )
     attrs = study.user_attrs
     variant = attrs.get(contract.STUDY_ATTR_VARIANT) or contract.variant_from_study_name(study.study_name) or contract.DEFAULT_VARIANT
+    study_key = attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
+    unsafe_study_attr = unsafe_field({contract.STUDY_ATTR_VARIANT: variant, contract.STUDY_ATTR_STUDY_KEY_HASH: study_key})
+    if unsafe_study_attr:
+        # Every trial of the study carries the study's identity: each is counted, none is eligible.
+        logger.warning("study %r in %s: user attribute %s is %r, not a safe identity; its trials are excluded",
+                       study.study_name, location, unsafe_study_attr, str(attrs.get(unsafe_study_attr))[:100])  # fmt: skip
+        for _ in study.get_trials(deepcopy=False):
+            scan.exclude(f"{UNSAFE_VALUE}:{unsafe_study_attr}")
+        return
     study_fp = attrs.get(contract.STUDY_ATTR_DATA_FINGERPRINT)
     if data_fp and study_fp and study_fp != data_fp:
         scan.exclude("other_data_fingerprint", variant)
         return
-    study_key = attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
     for trial in study.get_trials(deepcopy=False):
         if trial.state != optuna.trial.TrialState.COMPLETE:
             scan.exclude(f"state_{trial.state.name.lower()}", variant)
@@ -58,6 +66,12 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
         trial_key = trial.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH)
         if not trial_key:
             scan.exclude(f"missing_attr:{contract.ATTR_TRIAL_KEY_HASH}", variant)
+            continue
+        unsafe = unsafe_field({contract.ATTR_TRIAL_KEY_HASH: trial_key, contract.ATTR_MLFLOW_RUN_ID: trial.user_attrs.get(contract.ATTR_MLFLOW_RUN_ID)})
+        if unsafe:
+            logger.warning("%s study %s trial %d: user attribute %s is %r, not a safe identity; trial excluded",
+                           location, study.study_name, trial.number, unsafe, str(trial.user_attrs[unsafe])[:100])  # fmt: skip
+            scan.exclude(f"{UNSAFE_VALUE}:{unsafe}", variant)
             continue
         folder = contract.trial_dir(hpo_dir, scan.backbone, study_key, trial_key) if study_key else None
         scan.eligible.append(

@@ -6,7 +6,10 @@ import math
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any
+
+from benchmark_pipeline.hashing import is_safe_component
 
 SOURCE_MLFLOW = "mlflow"
 SOURCE_STUDY = "study"
@@ -24,6 +27,25 @@ def is_finite_metric(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) and abs(value) < _CLAMPED_INFINITY
+
+
+#: Exclusion reason of a record whose identity field holds a value that could not be a key component, a
+#: filter value or a folder name (a quote, a zero-width space, an Arabic-Indic digit, 97 characters ...):
+#: ``unsafe_value:<field>``, the field spelt as the source spells it (``code.trial_key_hash``, ``trial_key_hash``).
+UNSAFE_VALUE = "unsafe_value"
+
+
+def unsafe_field(values: Mapping[str, Any]) -> str | None:
+    """The first field of ``values`` that is set (not ``None`` or ``""``) but is not a safe identity component
+    (:func:`benchmark_pipeline.hashing.is_safe_component`), or ``None`` when all are safe.
+
+    Every identity a source hands on (backbone, variant, trial and study key, run id) goes through this before the
+    record is eligible: a value that would break key building later makes the record ineligible now.
+    """
+    for name, value in values.items():
+        if value is not None and value != "" and not is_safe_component(value):
+            return name
+    return None
 
 
 @dataclass(frozen=True)
