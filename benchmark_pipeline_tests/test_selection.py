@@ -1077,3 +1077,40 @@ def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
     assert per_variant["default"]["run_id"] == fallback_run
     for partition in per_variant.values():
         key_for_trial(partition, DATA_CONFIG, BENCHMARK_CONFIG)
+
+
+# ============================================================================ hand-built: configured storages
+
+
+def test_a_mistyped_sqlite_storage_is_unavailable_and_never_created(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    backbone = "typo"
+    hpo_dir, shared = tmp_path / "hpo", tmp_path / "shared"
+    trial = Trial(backbone, "v1", 0, 0.7)
+    # The team's real storage lives outside the HPO folder; the config misspells its name.
+    real = write_study(shared, backbone, "v1", [{"value": 0.7, "trial_key": trial.trial_key}])
+    mistyped = real.with_name("studdy.db")
+    write_folder(hpo_dir, trial)
+
+    info = retrieve([backbone], hpo_dir, optuna_storages=[f"sqlite:///{mistyped}"])[backbone]
+    assert not mistyped.exists(), "the mistyped path was created as an empty database"
+    study = info["candidates"]["study"]
+    assert study["available"] is False and study["eligible"] == 0
+    assert study["error"] == f"sqlite file {mistyped} of Optuna storage sqlite:///{mistyped} does not exist"
+    assert study["ineligible"] == {"missing_storage": 1}
+    assert info["source"] == "disk" and info["trial_id"] == trial.trial_key
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "does not exist" in r.getMessage()]
+    assert str(mistyped) in warning and "not opened" in warning
+
+    # A relative path is resolved against the working directory, as SQLAlchemy does, and named absolutely.
+    caplog.clear()
+    relative = retrieve([backbone], hpo_dir, optuna_storages=["sqlite:///no/such/optuna.db"])[backbone]
+    assert str(Path("no/such/optuna.db").absolute()) in relative["candidates"]["study"]["error"]
+    assert not Path("no").exists()
+
+    # With the right path, and the mistyped one beside it, the study answers and the missing file is still reported.
+    both = retrieve([backbone], hpo_dir, optuna_storages=[f"sqlite:///{real}", f"sqlite:///{mistyped}"])[backbone]
+    assert both["source"] == "study" and both["candidates"]["study"]["available"] is True
+    assert str(mistyped) in both["candidates"]["study"]["error"]
+    assert both["candidates"]["study"]["ineligible"] == {"missing_storage": 1}
+    assert not mistyped.exists()

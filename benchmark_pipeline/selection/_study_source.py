@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from benchmark_pipeline import contract
 from benchmark_pipeline.selection.records import SOURCE_STUDY, UNSAFE_VALUE, SourceScan, TrialCandidate, is_finite_metric, unsafe_field
@@ -98,6 +100,18 @@ def study_storages(hpo_dir: Path, backbone: str, extra_storages: Iterable[str] =
     return [f"sqlite:///{path}" for path in found] + list(extra_storages)
 
 
+def sqlite_file_of(storage: str) -> Path | None:
+    """The database file a ``sqlite:`` storage URL names (relative to the working directory, as SQLAlchemy
+    resolves it); ``None`` for other engines, in-memory databases and URLs SQLAlchemy cannot parse."""
+    try:
+        url = make_url(storage)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        return None
+    return Path(url.database)
+
+
 def scan_studies(
     backbone: str,
     hpo_dir: Path,
@@ -106,12 +120,33 @@ def scan_studies(
     studies: Iterable[optuna.Study] = (),
     data_fp: str | None = None,
 ) -> SourceScan:
-    """Classify every trial of every study of ``backbone`` found in the storages (and in ``studies``)."""
-    storages = study_storages(hpo_dir, backbone, extra_storages)
+    """Classify every trial of every study of ``backbone`` found in the storages (and in ``studies``).
+
+    A ``sqlite:`` storage whose file does not exist is never opened (Optuna and SQLAlchemy would create an
+    empty database there, and a mistyped path would look like a study with no trials): it is a WARNING,
+    counted ``missing_storage``, and named in the scan's ``error``; with no other storage the source is
+    unavailable.
+    """
+    listed = study_storages(hpo_dir, backbone, extra_storages)
+    storages, missing = [], []
+    for storage in listed:
+        path = sqlite_file_of(storage)
+        if path is not None and not path.is_file():
+            logger.warning(
+                "Optuna storage %s: sqlite file %s does not exist (a mistyped path?); not opened, since opening it "
+                "would create an empty database", storage, path.absolute(),
+            )  # fmt: skip
+            missing.append(f"sqlite file {path.absolute()} of Optuna storage {storage} does not exist")
+            continue
+        storages.append(storage)
     given = list(studies)
-    scan = SourceScan(SOURCE_STUDY, backbone, available=bool(storages or given), looked_at=storages or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"])
+    scan = SourceScan(SOURCE_STUDY, backbone, available=bool(storages or given), looked_at=listed or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"])
+    for _ in missing:
+        scan.exclude("missing_storage")
+    if missing:
+        scan.error = "; ".join(missing)
     if not scan.available:
-        scan.error = f"no Optuna study storage found under {hpo_dir / backbone}"
+        scan.error = scan.error or f"no Optuna study storage found under {hpo_dir / backbone}"
         return scan
     for storage in storages:
         try:
