@@ -1114,3 +1114,159 @@ def test_a_mistyped_sqlite_storage_is_unavailable_and_never_created(tmp_path: Pa
     assert str(mistyped) in both["candidates"]["study"]["error"]
     assert both["candidates"]["study"]["ineligible"] == {"missing_storage": 1}
     assert not mistyped.exists()
+
+
+# ============================================================================ hand-built: conflicting records
+
+
+def _two_runs_of_one_trial(client: MlflowClient, experiment_id: str, trial: Trial) -> tuple[str, str]:
+    """Two RUNNING runs tagged for ``trial``: ``(original, duplicate)`` with the duplicate's run id the *smaller*
+    one, so that "smallest run id" alone would pick the duplicate. Nothing is logged yet."""
+    first, second = (client.create_run(experiment_id, tags=contract_tags(trial)).info.run_id for _ in range(2))
+    duplicate, original = sorted((first, second))
+    return original, duplicate
+
+
+def _finish(client: MlflowClient, run_id: str, trial: Trial, value: float, *, model_dir: Path | None = None) -> None:
+    client.log_batch(run_id, metrics=[Metric(METRIC, value, 0, 0)], params=[Param(k, str(v)) for k, v in sorted(trial.hyperparameters.items())])
+    if model_dir is not None:
+        client.log_artifacts(run_id, str(model_dir), contract.MODEL_ARTIFACT_DIR)
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "model-files"
+    folder.mkdir(exist_ok=True)
+    (folder / contract.ONNX_FILE).write_bytes(b"an ONNX model would be here")
+    return folder
+
+
+def test_a_duplicate_run_without_a_model_never_wins_and_the_key_keeps_the_original_run(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's case: a second FINISHED run carries the best trial's trial_key_hash with 0.99 and no model.
+    Before the fix it was chosen, silently, and its run id made a new benchmark key."""
+    caplog.set_level(logging.WARNING)
+    from benchmark_pipeline.defs.checks import sources_agree_result
+
+    backbone = "dupmodel"
+    name, experiment_id = new_experiment(mlflow_client, "dupmodel")
+    experiments = {backbone: {"name": name}}
+    best, other = Trial(backbone, "v1", 0, 0.8), Trial(backbone, "v1", 1, 0.7)
+    original, duplicate = _two_runs_of_one_trial(mlflow_client, experiment_id, best)
+    _finish(mlflow_client, original, best, 0.8, model_dir=_model_dir(tmp_path))
+    log_run(mlflow_client, experiment_id, other)
+
+    before = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments)[backbone]
+    key_before = key_for_trial(before, DATA_CONFIG, BENCHMARK_CONFIG)
+    assert before["conflicts"] == [] and sources_agree_result("best_trial", before).passed
+
+    _finish(mlflow_client, duplicate, best, 0.99)  # the duplicate: better value, no model
+    caplog.clear()
+    after = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments)[backbone]
+    assert (after["trial_id"], after["run_id"], after["metric"]) == (best.trial_key, original, 0.8)
+    assert key_for_trial(after, DATA_CONFIG, BENCHMARK_CONFIG) == key_before
+    assert after["candidates"]["mlflow"]["eligible"] == 3, "the duplicate is still an eligible record, it just never counts"
+    assert after["candidates"]["mlflow"]["pick"]["run_id"] == original
+    assert after["conflicts"] == [
+        {
+            "kind": "duplicate_runs",
+            "source": "mlflow",
+            "trial_id": best.trial_key,
+            "variant": "v1",
+            "run_ids": [duplicate, original],
+            "values": [0.99, 0.8],
+            "with_model": [False, True],
+            "counted_run_id": original,
+            "counted_value": 0.8,
+            "rule": "the only run(s) with model artifacts",
+        }
+    ]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Conflicting records" in r.getMessage()]
+    assert duplicate in warning and original in warning and "0.99" in warning and f"counting run {original}" in warning
+
+    check = sources_agree_result("best_trial", after)
+    assert check.passed is False and check.severity.value == "WARN"
+    assert duplicate in check.description and f"run {original} counts" in check.description
+    assert check.metadata["conflicts"].value == after["conflicts"]
+    assert format_selection_table({backbone: after}).splitlines()[-1].endswith("only mlflow; 1 conflicting record(s)")
+
+
+def test_the_run_the_study_cross_references_counts_and_differing_values_are_reported(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither run has a model: the Optuna trial's and trial_meta.json's ``mlflow_run_id`` decide. The chosen
+    trial's metrics.json then says another value: a second conflict (value_mismatch), the pick stands."""
+    caplog.set_level(logging.WARNING)
+    backbone = "dupxref"
+    name, experiment_id = new_experiment(mlflow_client, "dupxref")
+    best = Trial(backbone, "v1", 0, 0.8)
+    original, duplicate = _two_runs_of_one_trial(mlflow_client, experiment_id, best)
+    _finish(mlflow_client, original, best, 0.8)
+    _finish(mlflow_client, duplicate, best, 0.99)
+    write_study(tmp_path, backbone, "v1", [{"value": 0.8, "trial_key": best.trial_key, "run_id": original, "params": best.hyperparameters}])
+    folder = write_folder(tmp_path, best, run_id=original, metrics_text=json.dumps({METRIC: 0.81}))
+
+    for scope in SELECTION_SCOPES:
+        result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope=scope)[backbone]
+        info = result if scope == "overall" else result["v1"]
+        assert (info["source"], info["run_id"], info["metric"]) == ("mlflow", original, 0.8)
+        duplicates, mismatch = info["conflicts"]
+        assert (duplicates["kind"], duplicates["counted_run_id"], duplicates["rule"]) == ("duplicate_runs", original, "cross-referenced by the Optuna study or trial_meta.json")
+        assert duplicates["with_model"] == [False, False]
+        assert mismatch == {
+            "kind": "value_mismatch",
+            "source": "disk",
+            "trial_id": best.trial_key,
+            "variant": "v1",
+            "run_ids": [original],
+            "values": [0.81],
+            "locations": [str(folder)],
+            "counted_source": "mlflow",
+            "counted_value": 0.8,
+        }
+        assert info["sources_agree"] is True, "every source picks the same trial; the values are what conflict"
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("has no model artifacts" in m and original in m for m in messages), "a counted run without a model is never silent"
+    assert any("Conflicting records for dupxref" in m and str(folder) in m and "0.81" in m for m in messages)
+
+    # Without MLflow the study answers; its value agrees with nothing but the folder's: still reported.
+    without = retrieve([backbone], tmp_path)[backbone]
+    assert without["source"] == "study"
+    assert [(c["kind"], c["source"], c["values"]) for c in without["conflicts"]] == [("value_mismatch", "disk", [0.81])]
+
+
+def test_duplicate_runs_without_model_or_cross_reference_count_the_smallest_run_id(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    backbone = "dupplain"
+    name, experiment_id = new_experiment(mlflow_client, "dupplain")
+    trial = Trial(backbone, "v1", 0, 0.8)
+    larger, smaller = _two_runs_of_one_trial(mlflow_client, experiment_id, trial)
+    _finish(mlflow_client, larger, trial, 0.9)
+    _finish(mlflow_client, smaller, trial, 0.8)
+    info = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})[backbone]
+    assert (info["run_id"], info["metric"]) == (smaller, 0.8), "the better value of the other run does not decide"
+    (conflict,) = info["conflicts"]
+    assert (conflict["counted_run_id"], conflict["rule"], conflict["values"]) == (smaller, "smallest run id", [0.8, 0.9])
+
+
+# ============================================================================ availability, as trial_info says it
+
+
+def test_a_selection_made_without_mlflow_says_so(demo_sweeps: DemoSweeps, mlflow_client: MlflowClient) -> None:
+    from benchmark_pipeline.defs.checks import sources_agree_result
+
+    consulted = _retrieve_demo(demo_sweeps, mlflow_client)
+    for info in consulted.values():
+        assert (info["mlflow_consulted"], info["mlflow_not_consulted_reason"], info["conflicts"]) == (True, None, [])
+        assert sources_agree_result("best_trial", info).passed
+
+    dead_uri = f"http://127.0.0.1:{free_port()}"
+    for client, reason in [(None, "no MLflow tracking URI configured"), (MlflowClient(tracking_uri=dead_uri), f"MLflow server {dead_uri} is unreachable")]:
+        result = _retrieve_demo(demo_sweeps, client)
+        for backbone, info in result.items():
+            assert info["trial_id"] == consulted[backbone]["trial_id"] and info["source"] == "study"
+            assert info["sources_agree"] is True  # study and disk agree ...
+            assert info["mlflow_consulted"] is False and reason in info["mlflow_not_consulted_reason"]
+            check = sources_agree_result("best_trial", info)  # ... but the check does not pass
+            assert check.passed is False and check.severity.value == "WARN"
+            assert check.description.startswith("MLflow not consulted (") and reason in check.description

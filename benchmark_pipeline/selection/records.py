@@ -87,6 +87,9 @@ class SourceScan:
 
     ``ineligible`` counts ``(reason, variant)`` pairs; ``variant`` is ``None`` when the excluded item did not
     say which variant it belonged to (such items count against every variant of the backbone).
+    ``superseded`` holds the ``(trial_id, run_id)`` of eligible records that another record of the same trial
+    outranks (:mod:`benchmark_pipeline.selection.conflicts`): they stay counted as eligible, but are never
+    picked and open no partition.
     """
 
     source: str
@@ -96,12 +99,17 @@ class SourceScan:
     eligible: list[TrialCandidate] = field(default_factory=list)
     ineligible: Counter[tuple[str, str | None]] = field(default_factory=Counter)
     looked_at: list[str] = field(default_factory=list)
+    superseded: set[tuple[str, str | None]] = field(default_factory=set)
 
     def exclude(self, reason: str, variant: str | None = None) -> None:
         self.ineligible[(reason, variant)] += 1
 
+    def counted(self, variant: str | None = None) -> list[TrialCandidate]:
+        """Eligible candidates (of ``variant``) that may be picked: not superseded."""
+        return [c for c in self.candidates_for(variant) if (c.trial_id, c.run_id) not in self.superseded]
+
     def variants(self) -> set[str]:
-        return {c.variant for c in self.eligible}
+        return {c.variant for c in self.counted()}
 
     def candidates_for(self, variant: str | None) -> list[TrialCandidate]:
         return [c for c in self.eligible if variant is None or c.variant == variant]
@@ -115,5 +123,5 @@ class SourceScan:
 
     def best(self, direction: str, variant: str | None = None) -> TrialCandidate | None:
         """The best eligible candidate (of ``variant``, or of all variants when ``None``), or ``None``."""
-        candidates = self.candidates_for(variant)
+        candidates = self.counted(variant)
         return min(candidates, key=lambda c: tie_break_key(c, direction)) if candidates else None
