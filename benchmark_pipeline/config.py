@@ -12,10 +12,24 @@ Deployment values may be overridden by environment variables, so one file serves
 (``retrieve_best_trials``, ``build_benchmark_key`` ...) takes them as dicts; :func:`load_config` checks their
 shape once so later code can trust them. Only what retrieval and benchmarking read is required; the
 embedded demo checks the fields its generator and sweeps read itself (:mod:`benchmark_pipeline.demo.settings`).
+
+Input limits (a config is small, plain data; anything else is refused before it is parsed or hashed):
+
+* at most :data:`MAX_CONFIG_BYTES` bytes and :data:`MAX_CONFIG_DEPTH` levels of nesting;
+* no YAML anchors or aliases (``&a``, ``*a``, ``<<: *a``): nine levels of nine aliases load in milliseconds
+  and then expand to 9**9 values once hashed (the "billion laughs" document);
+* no unknown keys at the top level, in ``mlflow``, ``optuna``, ``benchmark_config`` and
+  ``hpo_config.objective``: a misspelt key would otherwise be silently ignored (the error suggests the
+  nearest valid key). ``data_config`` and the rest of ``hpo_config`` are the user's own, free-form fields
+  (hashed into the data fingerprint and the study key);
+* names (backbones, variants, the environment, ``data_config.version``) are identity components:
+  ``[A-Za-z0-9._-]``, ASCII only, at most :data:`~benchmark_pipeline.hashing.MAX_COMPONENT_LENGTH` characters
+  (see :func:`benchmark_pipeline.hashing.require_safe_component`).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -26,9 +40,28 @@ from typing import Any
 
 import yaml
 
-from benchmark_pipeline.hashing import require_safe_component
+from benchmark_pipeline.hashing import MAX_DATA_VERSION_LENGTH, require_safe_component
 
 DEMO_CONFIG_RESOURCE = "configs/demo.yaml"
+#: Largest config file read, in bytes. A pipeline config is a few KiB; the bound keeps a runaway or hostile
+#: file from being parsed and hashed.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Deepest nesting of mappings and lists in a config file (the demo config nests 5 levels deep). PyYAML
+#: composes nodes recursively, so a file of 100,000 ``[`` would otherwise end in a RecursionError.
+MAX_CONFIG_DEPTH = 32
+
+#: Keys each checked section accepts; anything else is a :class:`ConfigError` naming the key.
+TOP_LEVEL_KEYS = (
+    "environment", "root_dir", "backbones", "mlflow", "optuna", "hpo_output_dir", "data_config", "hpo_config", "benchmark_config",
+)  # fmt: skip
+MLFLOW_KEYS = ("tracking_uri", "hpo_experiment_prefix", "benchmark_experiment", "timeout_s", "max_retries")
+OPTUNA_KEYS = ("storages",)
+OBJECTIVE_KEYS = ("metric", "direction")
+BENCHMARK_CONFIG_KEYS = (
+    "batch_sizes", "iterations", "warmup", "max_length", "device", "min_duration_s", "intra_op_threads", "backends",
+    "test_data", "task", "output_tolerance", "synthetic_int_high", "pytorch", "stale_running_after_s",
+)  # fmt: skip
+PYTORCH_KEYS = ("model_factory",)
 _DIRECTIONS = ("maximize", "minimize")
 _DEVICES = ("cpu", "cuda", "auto")
 _BACKENDS = ("onnxruntime", "pytorch")
@@ -98,6 +131,18 @@ class PipelineConfig:
         return {"name": self.mlflow.benchmark_experiment}
 
 
+def reject_unknown_keys(mapping: Mapping[Any, Any], allowed: Iterable[str], where: str) -> None:
+    """Raise a :class:`ConfigError` for the first key of ``mapping`` not in ``allowed``, naming it and
+    suggesting the nearest valid key."""
+    valid = tuple(allowed)
+    for key in mapping:
+        if key in valid:
+            continue
+        nearest = difflib.get_close_matches(str(key), valid, n=1)
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        raise ConfigError(f"{where} has an unknown key {key!r}{hint} (valid keys: {', '.join(valid)})")
+
+
 def require_field(mapping: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in mapping:
         raise ConfigError(f"{where}.{key} is required")
@@ -120,6 +165,8 @@ def positive_int(mapping: Mapping[str, Any], key: str, where: str, *, allow_zero
 def validate_objective(hpo_config: Mapping[str, Any]) -> dict[str, str]:
     """Return ``{"metric", "direction"}`` from ``hpo_config["objective"]`` (direction defaults to maximize)."""
     objective = require_field(hpo_config, "objective", "hpo_config", dict)
+    # A misspelt "direction" would silently maximize.
+    reject_unknown_keys(objective, OBJECTIVE_KEYS, "hpo_config.objective")
     metric = require_field(objective, "metric", "hpo_config.objective", str)
     direction = objective.get("direction", "maximize")
     if direction not in _DIRECTIONS:
@@ -127,9 +174,10 @@ def validate_objective(hpo_config: Mapping[str, Any]) -> dict[str, str]:
     return {"metric": metric, "direction": direction}
 
 
-def _safe_name(value: Any, where: str) -> str:
+def _safe_name(value: Any, where: str, max_length: int | None = None) -> str:
+    """A name that becomes an identity component (see :func:`~benchmark_pipeline.hashing.require_safe_component`)."""
     try:
-        return require_safe_component(value, where)
+        return require_safe_component(value, where) if max_length is None else require_safe_component(value, where, max_length)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -142,7 +190,8 @@ def validate_data_config(data_config: Any) -> dict[str, Any]:
     require_field(data_config, "name", "data_config", str)
     if "version" not in data_config:
         raise ConfigError("data_config.version is required")
-    _safe_name(str(data_config["version"]), "data_config.version")
+    # The version heads the data fingerprint, itself a benchmark key component: room is left for "-{hash16}".
+    _safe_name(str(data_config["version"]), "data_config.version", MAX_DATA_VERSION_LENGTH)
     return data_config
 
 
@@ -182,7 +231,7 @@ _IMPORT_STRING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*
 
 def canonical_benchmark_config(benchmark_config: Mapping[str, Any]) -> dict[str, Any]:
     """``benchmark_config`` as hashed: defaults filled in, ``min_duration_s`` as a float (``0`` ≡ ``0.0``),
-    later optional fields left out when at their default, machine-local fields left out."""
+    later optional fields left out when at their default, machine-local and operational fields left out."""
     canonical = {**BENCHMARK_DEFAULTS, **benchmark_config}
     if isinstance(canonical["min_duration_s"], int) and not isinstance(canonical["min_duration_s"], bool):
         canonical["min_duration_s"] = float(canonical["min_duration_s"])
@@ -199,6 +248,12 @@ def _number(mapping: Mapping[str, Any], key: str, where: str, default: float, *,
     return float(value)
 
 
+def _positive_number(mapping: Mapping[str, Any], key: str, where: str) -> None:
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ConfigError(f"{where}.{key} must be a positive number, got {value!r}")
+
+
 def validate_import_string(value: Any, where: str) -> str:
     """``"package.module:function"``, else a :class:`ConfigError` naming ``where``."""
     if not isinstance(value, str) or not _IMPORT_STRING.match(value):
@@ -212,6 +267,7 @@ def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
     if not isinstance(benchmark_config, dict):
         raise ConfigError(f"benchmark_config must be a mapping, got {type(benchmark_config).__name__}")
     where = "benchmark_config"
+    reject_unknown_keys(benchmark_config, BENCHMARK_CONFIG_KEYS, where)
     batch_sizes = require_field(benchmark_config, "batch_sizes", where, list)
     if not batch_sizes:
         raise ConfigError(f"{where}.batch_sizes must not be empty")
@@ -238,7 +294,6 @@ def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
     if "test_data" in benchmark_config and not isinstance(benchmark_config["test_data"], str):
         raise ConfigError(f"{where}.test_data must be the path of a .npz or .jsonl file, got {benchmark_config['test_data']!r}")
     _number(benchmark_config, "output_tolerance", where, OPTIONAL_BENCHMARK_DEFAULTS["output_tolerance"])
-    _number(benchmark_config, "stale_running_after_s", where, DEFAULT_STALE_RUNNING_AFTER_S, minimum=1.0)
     int_high = benchmark_config.get("synthetic_int_high", OPTIONAL_BENCHMARK_DEFAULTS["synthetic_int_high"])
     if isinstance(int_high, bool) or not isinstance(int_high, int) or int_high < 1:
         raise ConfigError(f"{where}.synthetic_int_high must be an integer >= 1, got {int_high!r}")
@@ -248,11 +303,13 @@ def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
     pytorch = benchmark_config.get("pytorch", {})
     if not isinstance(pytorch, dict):
         raise ConfigError(f"{where}.pytorch must be a mapping, got {type(pytorch).__name__}")
-    unknown = sorted(set(pytorch) - {"model_factory"})
+    unknown = sorted(set(pytorch) - set(PYTORCH_KEYS), key=str)
     if unknown:
         raise ConfigError(f"{where}.pytorch has unknown key(s) {unknown}; the only key is 'model_factory'")
     if "model_factory" in pytorch:
         validate_import_string(pytorch["model_factory"], f"{where}.pytorch.model_factory")
+    if "stale_running_after_s" in benchmark_config:
+        _positive_number(benchmark_config, "stale_running_after_s", where)
     return benchmark_config
 
 
@@ -277,43 +334,42 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
     env = os.environ if env is None else env
     if not isinstance(raw, dict):
         raise ConfigError(f"{source_path}: the top level must be a mapping, got {type(raw).__name__}")
+    reject_unknown_keys(raw, TOP_LEVEL_KEYS, "config")
     root = Path(env.get("BENCHMARK_PIPELINE_ROOT") or raw.get("root_dir") or ".").expanduser().resolve()
     environment = env.get("BENCHMARK_PIPELINE_ENVIRONMENT") or require_field(raw, "environment", "config", str)
-    try:
-        require_safe_component(environment, "environment")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    _safe_name(environment, "environment")
     backbones = require_field(raw, "backbones", "config", list)
     if not backbones:
         raise ConfigError("config.backbones must name at least one backbone")
     for backbone in backbones:
-        try:
-            require_safe_component(backbone, "config.backbones[]")
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        _safe_name(backbone, "config.backbones[]")
     if len(set(backbones)) != len(backbones):
         raise ConfigError(f"config.backbones has duplicates: {backbones}")
 
     mlflow_raw = raw.get("mlflow") or {}
     if not isinstance(mlflow_raw, dict):
         raise ConfigError(f"config.mlflow must be a mapping, got {type(mlflow_raw).__name__}")
+    reject_unknown_keys(mlflow_raw, MLFLOW_KEYS, "config.mlflow")
+    if mlflow_raw.get("timeout_s") is not None:
+        _positive_number(mlflow_raw, "timeout_s", "config.mlflow")
+    if mlflow_raw.get("max_retries") is not None:
+        positive_int(mlflow_raw, "max_retries", "config.mlflow", allow_zero=True)
     tracking_uri = env.get("MLFLOW_TRACKING_URI") or mlflow_raw.get("tracking_uri")
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{root / 'outputs' / 'mlflow' / 'mlflow.db'}"
     if not isinstance(tracking_uri, str):
         raise ConfigError(f"config.mlflow.tracking_uri must be a string, got {tracking_uri!r}")
-    max_retries = mlflow_raw.get("max_retries", DEFAULT_MAX_RETRIES)
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigError(f"config.mlflow.max_retries must be an integer >= 0, got {max_retries!r}")
     mlflow_settings = MlflowSettings(
         tracking_uri=tracking_uri,
         hpo_experiment_prefix=str(mlflow_raw.get("hpo_experiment_prefix", "hpo-")),
         benchmark_experiment=str(mlflow_raw.get("benchmark_experiment", "benchmarks")),
-        timeout_s=_number(mlflow_raw, "timeout_s", "config.mlflow", DEFAULT_TIMEOUT_S, minimum=0.1),
-        max_retries=max_retries,
+        timeout_s=float(mlflow_raw.get("timeout_s") or DEFAULT_TIMEOUT_S),  # checked above
+        max_retries=int(mlflow_raw["max_retries"]) if mlflow_raw.get("max_retries") is not None else DEFAULT_MAX_RETRIES,
     )
 
     optuna_raw = raw.get("optuna") or {}
+    if isinstance(optuna_raw, dict):
+        reject_unknown_keys(optuna_raw, OPTUNA_KEYS, "config.optuna")
     storages = optuna_raw.get("storages") or [] if isinstance(optuna_raw, dict) else None
     if not isinstance(storages, list) or not all(isinstance(s, str) for s in storages):
         raise ConfigError("config.optuna.storages must be a list of Optuna storage URLs")
@@ -336,21 +392,74 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
     )
 
 
+class _RefusedYaml(yaml.YAMLError):
+    """A construct the config loader refuses (an anchor, an alias, too deep a nesting); the message says which."""
+
+
+class ConfigYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors and aliases and nesting deeper than :data:`MAX_CONFIG_DEPTH`.
+
+    Checked while composing, before anything is constructed: an alias bomb is refused at its first anchor.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _RefusedYaml(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases ('&name', '*name', '<<: *name') are not "
+                "allowed in a pipeline config; write each value out (a file written by yaml.dump from Python objects "
+                "that share a list or mapping gets them: copy the objects first)"
+            )
+        self._depth += 1
+        if self._depth > MAX_CONFIG_DEPTH:
+            raise _RefusedYaml(f"line {event.start_mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse_config_text(data: bytes, source: str) -> Any:
+    """Parse a config file's bytes with the limits above; every error is a :class:`ConfigError` naming ``source``."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); a pipeline config is a few KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{source} is not UTF-8 text: {error}") from None
+    try:
+        return yaml.load(text, Loader=ConfigYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except _RefusedYaml as error:
+        raise ConfigError(f"{source}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not valid YAML: {error}") from None
+
+
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Load the pipeline config from ``path``, ``$BENCHMARK_PIPELINE_CONFIG``, or the embedded demo config."""
+    """Load the pipeline config from ``path``, ``$BENCHMARK_PIPELINE_CONFIG``, or the embedded demo config.
+
+    Errors are :class:`ConfigError` naming the file and the field.
+    """
     env = os.environ if env is None else env
     path = path or env.get("BENCHMARK_PIPELINE_CONFIG")
     if path:
         source = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_CONFIG_BYTES + 1)  # never more than the limit, whatever the file's size
         except OSError as error:
             raise ConfigError(f"cannot read config file {source}: {error}") from None
     else:
         source = f"benchmark_pipeline/{DEMO_CONFIG_RESOURCE}"
-        text = resources.files("benchmark_pipeline").joinpath(DEMO_CONFIG_RESOURCE).read_text(encoding="utf-8")
+        data = resources.files("benchmark_pipeline").joinpath(DEMO_CONFIG_RESOURCE).read_bytes()
+    raw = parse_config_text(data, source)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source} is not valid YAML: {error}") from None
-    return config_from_dict(raw, source_path=source, env=env)
+        return config_from_dict(raw, source_path=source, env=env)
+    except ConfigError as error:
+        if str(error).startswith(source):
+            raise
+        raise ConfigError(f"{source}: {error}") from None

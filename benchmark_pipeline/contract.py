@@ -47,8 +47,10 @@ CHECKPOINT_FILE = "model.pt"
 #: Where the model files live inside an HPO run's MLflow artifacts.
 MODEL_ARTIFACT_DIR = "model"
 
-#: ``…_v2`` → ``v2``: the variant parsed from a study name when no ``code.variant`` tag is set.
-STUDY_NAME_VARIANT_PATTERN = re.compile(r"_(v\d+)$")
+#: ``…_v2`` → ``v2``: the variant parsed from a study name when no ``code.variant`` tag is set. ``[0-9]``, not
+#: ``\d`` (which matches Arabic-Indic and other Unicode digits), and ``\Z``, not ``$`` (which matches before
+#: a trailing newline): the parsed variant becomes a benchmark key component.
+STUDY_NAME_VARIANT_PATTERN = re.compile(r"_(v[0-9]+)\Z")
 DEFAULT_VARIANT = "default"
 
 

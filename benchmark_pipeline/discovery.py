@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import PipelineConfig
-from benchmark_pipeline.hashing import SAFE_COMPONENT_PATTERN
+from benchmark_pipeline.hashing import is_safe_component
 from benchmark_pipeline import contract
 from benchmark_pipeline.selection._mlflow_source import variant_of
 from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, search_all_runs
@@ -30,9 +30,9 @@ class DiscoveredPartitions:
     skipped_unsafe_names: set[str] = field(default_factory=set)
 
     def add_pair(self, backbone: str, variant: str) -> None:
-        unsafe = [n for n in (backbone, variant) if not SAFE_COMPONENT_PATTERN.match(n) or n in (".", "..")]
+        unsafe = [n for n in (backbone, variant) if not is_safe_component(n)]
         if unsafe:
-            # A name outside [A-Za-z0-9._-] could break partition keys, MLflow filters or folder names.
+            # A name outside [A-Za-z0-9._-] (or too long) could break partition keys, MLflow filters or folder names.
             self.skipped_unsafe_names.update(unsafe)
             return
         self.backbones.add(backbone)

@@ -23,7 +23,16 @@ from typing import Any
 
 #: Characters allowed in every identity component (benchmark key parts, variant and backbone names).
 #: ``\Z``, not ``$``: ``$`` also matches before a trailing newline, which would let ``"name\n"`` through.
+#: Explicit ASCII ranges, never ``\d`` or ``\w``: on ``str`` patterns those match any Unicode digit or letter
+#: (``"v\u0663"``, an Arabic-Indic three, matches ``v\d``).
 SAFE_COMPONENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+\Z")
+#: Longest identity component accepted (backbone, variant, run id, trial id, environment ...). Six of them can
+#: exceed a 255-byte file name; the disk cache names such keys by their digest
+#: (:func:`benchmark_pipeline.benchmarking.cache.cache_path`), and a name longer than this is refused at config load.
+MAX_COMPONENT_LENGTH = 96
+#: ``data_fingerprint`` is ``{version}-{hash16}`` and is itself a key component, so the version leaves room for
+#: the 17 characters of ``-{hash16}``.
+MAX_DATA_VERSION_LENGTH = MAX_COMPONENT_LENGTH - 17
 
 #: HPO config fields that control *how much* to search, not *what* is searched. Extending a sweep from
 #: 6 to 12 trials must keep the same study identity, so these never enter the study key.
@@ -66,16 +75,24 @@ def sha256_hex(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode("ascii")).hexdigest()
 
 
-def require_safe_component(value: Any, name: str) -> str:
-    """Return ``value`` if it is a non-empty string of ``[A-Za-z0-9._-]``, else raise ``ValueError``.
+def is_safe_component(value: Any, max_length: int = MAX_COMPONENT_LENGTH) -> bool:
+    """True for a non-empty string of ``[A-Za-z0-9._-]``, not ``.`` or ``..``, at most ``max_length`` long."""
+    return isinstance(value, str) and bool(SAFE_COMPONENT_PATTERN.match(value)) and value not in {".", ".."} and len(value) <= max_length
+
+
+def require_safe_component(value: Any, name: str, max_length: int = MAX_COMPONENT_LENGTH) -> str:
+    """Return ``value`` if :func:`is_safe_component`, else raise ``ValueError`` naming ``name``.
 
     ``:`` separates benchmark key components and MLflow's filter language cannot match a tag value that
     holds a quote, so identities never contain either; ``.`` alone and ``..`` are refused too, since
-    they name folders.
+    they name folders; and a component is at most ``max_length`` characters, so that the paths and
+    file names built from it stay within the file system's limits.
     """
-    if not isinstance(value, str) or not SAFE_COMPONENT_PATTERN.match(value) or value in {".", ".."}:
+    if isinstance(value, str) and SAFE_COMPONENT_PATTERN.match(value) and value not in {".", ".."} and len(value) > max_length:
+        raise ValueError(f"{name} is {len(value)} characters long; at most {max_length} are allowed: {value[:40]!r}...")
+    if not is_safe_component(value, max_length):
         raise ValueError(
-            f"{name} must be a non-empty string of letters, digits, '.', '_' or '-' "
+            f"{name} must be a non-empty string of ASCII letters, digits, '.', '_' or '-' "
             f"(and not '.' or '..'), got {value!r}"
         )
     return value
@@ -84,11 +101,12 @@ def require_safe_component(value: Any, name: str) -> str:
 def data_fingerprint(data_config: Mapping[str, Any]) -> str:
     """``"{version}-{hash16}"``: the dataset version plus a hash of ``data_config`` without machine-local paths.
 
-    Raises ``ValueError`` when ``version`` is missing or not a safe component.
+    Raises ``ValueError`` when ``version`` is missing, not a safe component, or longer than
+    :data:`MAX_DATA_VERSION_LENGTH` (the fingerprint is a benchmark key component).
     """
     if "version" not in data_config:
         raise ValueError("data_config.version is required to fingerprint the dataset")
-    version = require_safe_component(str(data_config["version"]), "data_config.version")
+    version = require_safe_component(str(data_config["version"]), "data_config.version", MAX_DATA_VERSION_LENGTH)
     portable = {k: v for k, v in data_config.items() if k not in MACHINE_LOCAL_DATA_FIELDS}
     return f"{version}-{sha256_hex(portable)[:16]}"
 

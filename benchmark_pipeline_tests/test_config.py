@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmark_pipeline.config import ConfigError, PipelineConfig, config_from_dict, load_config
+from benchmark_pipeline.benchmarking.keys import compute_config_hash
+from benchmark_pipeline.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, ConfigError, PipelineConfig, config_from_dict, load_config
 from benchmark_pipeline.demo.settings import validate_demo_config
 
 RawFactory = Callable[..., dict[str, Any]]
@@ -201,3 +203,183 @@ def test_make_config_gives_each_config_its_own_experiments(make_config: Callable
     assert first.mlflow.benchmark_experiment != second.mlflow.benchmark_experiment
     assert first.variants == ("v1",) and second.variants == ("v1", "v2")
     assert first.hpo_output_dir == tmp_path.resolve() / "outputs" / "hpo" / "test"
+
+
+# ------------------------------------------------------------------------------------------- input limits
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The "billion laughs" document: each level is a list of ``width`` aliases of the previous one, so the
+    last expands to ``width ** levels`` strings (9**9: 387 million) once anything walks it."""
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * width)}]")
+    return "\n".join(f"  {line}" for line in lines)
+
+
+def _config_yaml(tmp_path: Path, tiny_raw_config: RawFactory, benchmark_extra: str = "") -> Path:
+    raw = tiny_raw_config(tmp_path)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw) + benchmark_extra, encoding="utf-8")
+    return path
+
+
+def test_yaml_alias_bomb_under_benchmark_config_is_refused_at_once(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    raw = tiny_raw_config(tmp_path)
+    benchmark = yaml.safe_dump(raw.pop("benchmark_config"))
+    text = yaml.safe_dump(raw) + "benchmark_config:\n" + "".join(f"  {line}\n" for line in benchmark.splitlines()) + _alias_bomb() + "\n"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text, encoding="utf-8")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"refusing the alias bomb took {elapsed:.2f}s"
+    message = str(caught.value)
+    assert str(path) in message and "anchors and aliases" in message
+    first_anchor = next(number for number, line in enumerate(text.splitlines(), 1) if "&a0" in line)
+    assert f"line {first_anchor}:" in message, "the error points at the first anchor"
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "shared: &batch [1, 4]\n",  # an anchor alone
+        "benchmark_defaults: {<<: {warmup: 1}}\nother: *undefined\n",  # an alias (undefined, still refused as an alias)
+        "x: &m {a: 1}\ny: {<<: *m}\n",  # a merge key
+    ],
+)
+def test_yaml_anchors_aliases_and_merge_keys_are_refused(tmp_path: Path, tiny_raw_config: RawFactory, snippet: str) -> None:
+    path = _config_yaml(tmp_path, tiny_raw_config, snippet)
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: line \d+: YAML anchors and aliases"):
+        load_config(path, env={})
+
+
+def test_oversized_config_file_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as handle:  # a sparse 4 GiB file: reading it whole would take 4 GiB of memory
+        handle.truncate(4 * 1024**3)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"huge\.yaml is larger than {MAX_CONFIG_BYTES} bytes"):
+        load_config(path, env={})
+    assert time.monotonic() - started < 2.0
+
+
+def test_config_just_over_the_size_limit_is_refused(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    text = yaml.safe_dump(tiny_raw_config(tmp_path))
+    path = tmp_path / "padded.yaml"
+    path.write_text(text + "#" * (MAX_CONFIG_BYTES - len(text.encode())), encoding="utf-8")
+    assert load_config(path, env={}).backbones  # exactly the limit: accepted
+    path.write_text(text + "#" * (MAX_CONFIG_BYTES + 1 - len(text.encode())), encoding="utf-8")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(path, env={})
+
+
+def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("data_config: " + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"deep\.yaml: line 1: nested more than {MAX_CONFIG_DEPTH} levels deep"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"backbone": ["bilstm"]}, ("config has an unknown key 'backbone'", "did you mean 'backbones'?")),
+        ({"hpo_output_directory": "x"}, ("config has an unknown key 'hpo_output_directory'", "did you mean 'hpo_output_dir'?")),
+        ({"mlflow": {"tracking_url": "http://x"}}, ("config.mlflow has an unknown key 'tracking_url'", "did you mean 'tracking_uri'?")),
+        ({"mlflow": {"timeout": 5}}, ("config.mlflow has an unknown key 'timeout'", "did you mean 'timeout_s'?")),
+        ({"optuna": {"storage": ["sqlite:///x.db"]}}, ("config.optuna has an unknown key 'storage'", "did you mean 'storages'?")),
+        ({"benchmark_config": {"iteration": 3}}, ("benchmark_config has an unknown key 'iteration'", "did you mean 'iterations'?")),
+        ({"benchmark_config": {"devcie": "cuda"}}, ("benchmark_config has an unknown key 'devcie'", "did you mean 'device'?")),
+        ({"hpo_config": {"objective": {"directon": "minimize"}}}, ("hpo_config.objective has an unknown key 'directon'", "did you mean 'direction'?")),
+        ({"zzz_unrelated": 1}, ("config has an unknown key 'zzz_unrelated' (valid keys: environment, root_dir, backbones",)),
+    ],
+)
+def test_unknown_keys_are_errors_that_suggest_the_nearest_key(
+    tmp_path: Path, tiny_raw_config: RawFactory, overrides: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
+    message = _expect_error(tiny_raw_config(tmp_path, **overrides), *fragments)
+    if "zzz" in message:
+        assert "did you mean" not in message
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path, benchmark_config={"warmups": 2})), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: benchmark_config has an unknown key 'warmups'; did you mean 'warmup'\?"):
+        load_config(path, env={})
+
+
+def test_data_config_and_hpo_config_stay_free_form(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    config = config_from_dict(
+        tiny_raw_config(tmp_path, data_config={"tokenizer": "bert-base"}, hpo_config={"team_notes": {"owner": "nlp"}}), env={}
+    )
+    assert config.data_config["tokenizer"] == "bert-base" and config.hpo_config["team_notes"] == {"owner": "nlp"}
+
+
+def test_operational_settings_are_accepted_checked_and_never_hashed(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    plain = config_from_dict(tiny_raw_config(tmp_path), env={})
+    with_settings = config_from_dict(
+        tiny_raw_config(tmp_path, mlflow={"timeout_s": 30, "max_retries": 0}, benchmark_config={"stale_running_after_s": 3600}), env={}
+    )
+    assert with_settings.benchmark_config["stale_running_after_s"] == 3600
+    # Watching benchmarks is not what is measured: every benchmark key stays what it was.
+    assert compute_config_hash(with_settings.benchmark_config) == compute_config_hash(plain.benchmark_config)
+    for overrides, fragment in [
+        ({"mlflow": {"timeout_s": 0}}, "config.mlflow.timeout_s must be a positive number, got 0"),
+        ({"mlflow": {"timeout_s": "30"}}, "config.mlflow.timeout_s must be a positive number"),
+        ({"mlflow": {"timeout_s": True}}, "config.mlflow.timeout_s must be a positive number"),
+        ({"mlflow": {"max_retries": -1}}, "config.mlflow.max_retries must be >= 0"),
+        ({"mlflow": {"max_retries": 1.5}}, "config.mlflow.max_retries must be int"),
+        ({"benchmark_config": {"stale_running_after_s": -5}}, "benchmark_config.stale_running_after_s must be a positive number"),
+    ]:
+        _expect_error(tiny_raw_config(tmp_path, **overrides), fragment)
+
+
+LONG = "b" * 300
+ARABIC_INDIC_THREE = "\u0663"
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"backbones": [LONG]}, ("config.backbones[] is 300 characters long; at most 96",)),
+        ({"backbones": ["x" * 97]}, ("config.backbones[] is 97 characters long",)),
+        ({"backbones": [f"bilstm{ARABIC_INDIC_THREE}"]}, ("config.backbones[]", "ASCII")),
+        ({"backbones": [f"bil{ZERO_WIDTH_SPACE}stm"]}, ("config.backbones[]", "ASCII")),
+        ({"environment": "e" * 97}, ("environment is 97 characters long",)),
+        ({"environment": f"prod{ARABIC_INDIC_THREE}"}, ("environment", "ASCII")),
+        ({"data_config": {"version": "v" * 80}}, ("data_config.version is 80 characters long; at most 79",)),
+        ({"data_config": {"version": f"1{ARABIC_INDIC_THREE}"}}, ("data_config.version", "ASCII")),
+    ],
+)
+def test_names_are_ascii_identity_components_of_at_most_96_characters(
+    tmp_path: Path, tiny_raw_config: RawFactory, overrides: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
+    _expect_error(tiny_raw_config(tmp_path, **overrides), *fragments)
+
+
+@pytest.mark.parametrize("variant", ["v" * 97, f"v{ARABIC_INDIC_THREE}", f"v1{ZERO_WIDTH_SPACE}"])
+def test_variant_names_are_identity_components(tmp_path: Path, tiny_raw_config: RawFactory, variant: str) -> None:
+    raw = tiny_raw_config(tmp_path)
+    raw["hpo_config"]["variants"][variant] = raw["hpo_config"]["variants"].pop("v1")
+    _expect_error(raw, f"hpo_config.variants.{variant}")
+
+
+def test_longest_names_are_accepted(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    config = config_from_dict(tiny_raw_config(tmp_path, backbones=["x" * 96], environment="e" * 96, data_config={"version": "v" * 79}), env={})
+    assert config.backbones == ("x" * 96,)
+
+
+def test_a_300_character_backbone_in_a_file_fails_at_load_naming_file_and_field(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path, backbones=[LONG])), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"long\.yaml: config\.backbones\[\] is 300 characters long; at most 96 are allowed"):
+        load_config(path, env={})
+
+
+def test_environment_override_is_checked_like_the_field(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+    with pytest.raises(ConfigError, match="environment is 120 characters long"):
+        config_from_dict(tiny_raw_config(tmp_path), env={"BENCHMARK_PIPELINE_ENVIRONMENT": "e" * 120})

@@ -20,7 +20,7 @@ from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.schedules import per_variant_selection_refresh_schedule, selection_refresh_schedule
 from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
 from benchmark_pipeline.defs.sensors import MAX_BENCHMARK_ATTEMPTS, RUN_KEY_TAG, SENSOR_TAG, benchmark_sensor, partition_discovery_sensor
-from benchmark_pipeline_tests.conftest import DemoSweeps
+from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
 
 TICK = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.timezone.utc)
 
@@ -185,3 +185,18 @@ def test_benchmark_result_per_variant_reuses_an_identical_key(dagster_setup: dic
     assert len(_benchmark_runs(client, config.mlflow.benchmark_experiment)) == 1
     # The stored result (read back from the cache) is the benchmark that ran, to the last bit.
     assert per_variant.output_for_node("benchmark_result_per_variant")["measurements"] == overall.output_for_node("benchmark_result")["measurements"]
+
+
+def test_sources_agree_warns_when_mlflow_was_not_consulted(dagster_setup: dict[str, Any]) -> None:
+    """MLflow down: the study answers with the same trial, and the check WARNs instead of passing."""
+    instance = dagster_setup["instance"]
+    dead_uri = f"http://127.0.0.1:{free_port()}"
+    resources = {**dagster_setup["resources"], "mlflow": MlflowResource(tracking_uri=dead_uri)}
+    result = dg.materialize([best_trial], partition_key="bilstm", instance=instance, resources=resources)
+    assert result.success
+    assert _materialization(result, "best_trial").metadata["source"].value == "study"
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "sources_agree" and check.passed is False
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description.startswith("MLflow not consulted (") and dead_uri in check.description
+    assert check.metadata["mlflow_consulted"].value is False

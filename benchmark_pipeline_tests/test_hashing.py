@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmark_pipeline import contract
 from benchmark_pipeline.hashing import (
+    MAX_COMPONENT_LENGTH,
+    MAX_DATA_VERSION_LENGTH,
     canonical_json,
     config_hash,
     data_fingerprint,
+    is_safe_component,
     require_safe_component,
     sha256_hex,
     study_key_hash,
@@ -157,3 +161,30 @@ def test_require_safe_component_accepts_safe_names(value: str) -> None:
 def test_require_safe_component_rejects_unsafe_values(value: object) -> None:
     with pytest.raises(ValueError, match="my.field"):
         require_safe_component(value, "my.field")
+
+
+#: Lookalikes that a ``\\d`` or ``\\w`` pattern would let through: an Arabic-Indic three, a zero-width space,
+#: a fullwidth digit, a Cyrillic "а", and a non-breaking space.
+LOOKALIKES = ["v\u0663", "bil\u200bstm", "v\uff12", "\u0430bc", "a\u00a0b"]
+
+
+@pytest.mark.parametrize("value", LOOKALIKES)
+def test_unicode_lookalikes_are_not_safe(value: str) -> None:
+    assert not is_safe_component(value)
+    with pytest.raises(ValueError, match="ASCII"):
+        require_safe_component(value, "my.field")
+
+
+def test_components_are_limited_to_the_key_component_length() -> None:
+    assert require_safe_component("x" * MAX_COMPONENT_LENGTH, "name")
+    with pytest.raises(ValueError, match=rf"my.field is {MAX_COMPONENT_LENGTH + 1} characters long; at most {MAX_COMPONENT_LENGTH}"):
+        require_safe_component("x" * (MAX_COMPONENT_LENGTH + 1), "my.field")
+    # The data version leaves room for "-{hash16}": its fingerprint is a key component too.
+    assert len(data_fingerprint({**DATA_CONFIG, "version": "v" * MAX_DATA_VERSION_LENGTH})) == MAX_COMPONENT_LENGTH
+    with pytest.raises(ValueError, match="data_config.version is 80 characters long"):
+        data_fingerprint({**DATA_CONFIG, "version": "v" * (MAX_DATA_VERSION_LENGTH + 1)})
+
+
+@pytest.mark.parametrize(("name", "variant"), [("bilstm_v2", "v2"), ("bilstm_v10", "v10"), ("bilstm_v\u0663", None), ("bilstm_v2\n", None), ("bilstm", None)])
+def test_study_name_variant_pattern_takes_ascii_digits_only(name: str, variant: str | None) -> None:
+    assert contract.variant_from_study_name(name) == variant

@@ -37,6 +37,7 @@ from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.hashing import data_fingerprint
 from benchmark_pipeline import contract
 from benchmark_pipeline.selection import (
@@ -57,6 +58,7 @@ METRIC = "macro-f1"
 HPO_CONFIG: dict[str, Any] = {"objective": {"metric": METRIC, "direction": "maximize"}}
 DATA_CONFIG: dict[str, Any] = tiny_config_dict("/unused")["data_config"]
 DATA_FP = data_fingerprint(DATA_CONFIG)
+BENCHMARK_CONFIG: dict[str, Any] = tiny_config_dict("/unused")["benchmark_config"]
 RETRIEVAL_LOGGER = "benchmark_pipeline.selection.trial_retrieval"
 
 
@@ -995,3 +997,276 @@ def test_an_empty_experiment_is_a_fallback_not_an_error(mlflow_client: MlflowCli
     result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})
     assert result[backbone]["source"] == "disk"
     assert result[backbone]["candidates"]["mlflow"] == {**result[backbone]["candidates"]["mlflow"], "available": True, "eligible": 0, "pick": None}
+
+
+# ============================================================================ hand-built: unsafe identities
+
+ZERO_WIDTH_SPACE = "\u200b"
+ARABIC_INDIC_THREE = "\u0663"
+
+
+def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A zero-width space, an Arabic-Indic digit (which ``\\d`` matches), a quote or 97 characters in an identity
+    field: each such record would win (0.99) and then break key building; instead it is excluded, counted under
+    ``unsafe_value:<field>``, and the safe trial is picked and keyed."""
+    caplog.set_level(logging.WARNING)
+    backbone = "lookalike"
+    hpo_dir = tmp_path / "hpo"
+    name, experiment_id = new_experiment(mlflow_client, "lookalike")
+    good = Trial(backbone, "v1", 0, 0.5)
+    bad = [Trial(backbone, "v1", n, 0.99) for n in range(1, 20)]
+    good_run = log_run(mlflow_client, experiment_id, good)
+
+    # --- MLflow: one unsafe tag per run
+    log_run(mlflow_client, experiment_id, bad[0], tags={contract.TAG_TRIAL_KEY_HASH: bad[0].trial_key + ZERO_WIDTH_SPACE})
+    log_run(mlflow_client, experiment_id, bad[1], tags={contract.TAG_TRIAL_KEY_HASH: bad[1].trial_key[:-1] + ARABIC_INDIC_THREE})
+    log_run(mlflow_client, experiment_id, bad[2], tags={contract.TAG_STUDY_KEY_HASH: "study'key"})
+    log_run(mlflow_client, experiment_id, bad[3], tags={contract.TAG_VARIANT: f"v{ARABIC_INDIC_THREE}"})
+    log_run(mlflow_client, experiment_id, bad[4], tags={contract.TAG_TRIAL_KEY_HASH: "f" * 97})
+    # The study-name fallback takes ASCII digits only: "…_v٣" gives no variant, so "default" (a safe name).
+    fallback_run = log_run(mlflow_client, experiment_id, Trial(backbone, "v1", 50, 0.1), tags={contract.TAG_VARIANT: None, contract.TAG_STUDY_NAME: f"{backbone}_v{ARABIC_INDIC_THREE}"})
+
+    # --- Optuna: an unsafe trial attribute, an unsafe cross-reference, and a study whose own variant is unsafe
+    write_study(hpo_dir, backbone, "v1", [
+        {"value": 0.5, "trial_key": good.trial_key, "run_id": good_run},
+        {"value": 0.99, "trial_key": bad[5].trial_key + ZERO_WIDTH_SPACE},
+        {"value": 0.99, "trial_key": bad[6].trial_key, "run_id": "run'6"},
+    ])  # fmt: skip
+    write_study(hpo_dir, backbone, "v2", [{"value": 0.99, "trial_key": bad[7].trial_key}, {"value": 0.99, "trial_key": bad[8].trial_key}],
+                attrs={contract.STUDY_ATTR_VARIANT: f"v2{ZERO_WIDTH_SPACE}"})  # fmt: skip
+
+    # --- Trial folders: one unsafe trial_meta.json field per folder
+    write_folder(hpo_dir, good, run_id=good_run)
+    write_folder(hpo_dir, bad[9], meta={"trial_key_hash": bad[9].trial_key + ZERO_WIDTH_SPACE})
+    write_folder(hpo_dir, bad[10], meta={"study_key_hash": 'study"key'})
+    quoted_variant = write_folder(hpo_dir, bad[11], meta={"variant": "v'1"})
+    write_folder(hpo_dir, bad[12], meta={"mlflow_run_id": f"{ARABIC_INDIC_THREE}" * 32})
+
+    result = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}})
+    info = result[backbone]
+    assert (info["trial_id"], info["metric"], info["source"], info["run_id"]) == (good.trial_key, 0.5, "mlflow", good_run)
+    assert info["sources_agree"] is True
+    key = key_for_trial(info, DATA_CONFIG, BENCHMARK_CONFIG)  # the pick builds a key
+    assert key.split(":")[2] == good_run
+    candidates = info["candidates"]
+    assert candidates["mlflow"]["ineligible"] == {
+        f"unsafe_value:{contract.TAG_STUDY_KEY_HASH}": 1,
+        f"unsafe_value:{contract.TAG_TRIAL_KEY_HASH}": 3,
+        f"unsafe_value:{contract.TAG_VARIANT}": 1,
+    }
+    assert candidates["mlflow"]["eligible"] == 2  # the good run and the study-name fallback run
+    assert candidates["study"]["ineligible"] == {
+        f"unsafe_value:{contract.ATTR_MLFLOW_RUN_ID}": 1,
+        f"unsafe_value:{contract.ATTR_TRIAL_KEY_HASH}": 1,
+        f"unsafe_value:{contract.STUDY_ATTR_VARIANT}": 2,
+    }
+    assert candidates["disk"]["ineligible"] == {
+        "unsafe_value:mlflow_run_id": 1,
+        "unsafe_value:study_key_hash": 1,
+        "unsafe_value:trial_key_hash": 1,
+        "unsafe_value:variant": 1,
+    }
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(quoted_variant / contract.TRIAL_META_FILE) in m and "variant" in m for m in logged)
+    assert sum("not a safe identity" in m for m in logged) == 12
+
+    per_variant = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")[backbone]
+    assert sorted(per_variant) == ["default", "v1"], "no partition for an unsafe variant"
+    assert per_variant["default"]["run_id"] == fallback_run
+    for partition in per_variant.values():
+        key_for_trial(partition, DATA_CONFIG, BENCHMARK_CONFIG)
+
+
+# ============================================================================ hand-built: configured storages
+
+
+def test_a_mistyped_sqlite_storage_is_unavailable_and_never_created(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    backbone = "typo"
+    hpo_dir, shared = tmp_path / "hpo", tmp_path / "shared"
+    trial = Trial(backbone, "v1", 0, 0.7)
+    # The team's real storage lives outside the HPO folder; the config misspells its name.
+    real = write_study(shared, backbone, "v1", [{"value": 0.7, "trial_key": trial.trial_key}])
+    mistyped = real.with_name("studdy.db")
+    write_folder(hpo_dir, trial)
+
+    info = retrieve([backbone], hpo_dir, optuna_storages=[f"sqlite:///{mistyped}"])[backbone]
+    assert not mistyped.exists(), "the mistyped path was created as an empty database"
+    study = info["candidates"]["study"]
+    assert study["available"] is False and study["eligible"] == 0
+    assert study["error"] == f"sqlite file {mistyped} of Optuna storage sqlite:///{mistyped} does not exist"
+    assert study["ineligible"] == {"missing_storage": 1}
+    assert info["source"] == "disk" and info["trial_id"] == trial.trial_key
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "does not exist" in r.getMessage()]
+    assert str(mistyped) in warning and "not opened" in warning
+
+    # A relative path is resolved against the working directory, as SQLAlchemy does, and named absolutely.
+    caplog.clear()
+    relative = retrieve([backbone], hpo_dir, optuna_storages=["sqlite:///no/such/optuna.db"])[backbone]
+    assert str(Path("no/such/optuna.db").absolute()) in relative["candidates"]["study"]["error"]
+    assert not Path("no").exists()
+
+    # With the right path, and the mistyped one beside it, the study answers and the missing file is still reported.
+    both = retrieve([backbone], hpo_dir, optuna_storages=[f"sqlite:///{real}", f"sqlite:///{mistyped}"])[backbone]
+    assert both["source"] == "study" and both["candidates"]["study"]["available"] is True
+    assert str(mistyped) in both["candidates"]["study"]["error"]
+    assert both["candidates"]["study"]["ineligible"] == {"missing_storage": 1}
+    assert not mistyped.exists()
+
+
+# ============================================================================ hand-built: conflicting records
+
+
+def _two_runs_of_one_trial(client: MlflowClient, experiment_id: str, trial: Trial) -> tuple[str, str]:
+    """Two RUNNING runs tagged for ``trial``: ``(original, duplicate)`` with the duplicate's run id the *smaller*
+    one, so that "smallest run id" alone would pick the duplicate. Nothing is logged yet."""
+    first, second = (client.create_run(experiment_id, tags=contract_tags(trial)).info.run_id for _ in range(2))
+    duplicate, original = sorted((first, second))
+    return original, duplicate
+
+
+def _finish(client: MlflowClient, run_id: str, trial: Trial, value: float, *, model_dir: Path | None = None) -> None:
+    client.log_batch(run_id, metrics=[Metric(METRIC, value, 0, 0)], params=[Param(k, str(v)) for k, v in sorted(trial.hyperparameters.items())])
+    if model_dir is not None:
+        client.log_artifacts(run_id, str(model_dir), contract.MODEL_ARTIFACT_DIR)
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "model-files"
+    folder.mkdir(exist_ok=True)
+    (folder / contract.ONNX_FILE).write_bytes(b"an ONNX model would be here")
+    return folder
+
+
+def test_a_duplicate_run_without_a_model_never_wins_and_the_key_keeps_the_original_run(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's case: a second FINISHED run carries the best trial's trial_key_hash with 0.99 and no model.
+    Before the fix it was chosen, silently, and its run id made a new benchmark key."""
+    caplog.set_level(logging.WARNING)
+    from benchmark_pipeline.defs.checks import sources_agree_result
+
+    backbone = "dupmodel"
+    name, experiment_id = new_experiment(mlflow_client, "dupmodel")
+    experiments = {backbone: {"name": name}}
+    best, other = Trial(backbone, "v1", 0, 0.8), Trial(backbone, "v1", 1, 0.7)
+    original, duplicate = _two_runs_of_one_trial(mlflow_client, experiment_id, best)
+    _finish(mlflow_client, original, best, 0.8, model_dir=_model_dir(tmp_path))
+    log_run(mlflow_client, experiment_id, other)
+
+    before = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments)[backbone]
+    key_before = key_for_trial(before, DATA_CONFIG, BENCHMARK_CONFIG)
+    assert before["conflicts"] == [] and sources_agree_result("best_trial", before).passed
+
+    _finish(mlflow_client, duplicate, best, 0.99)  # the duplicate: better value, no model
+    caplog.clear()
+    after = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments)[backbone]
+    assert (after["trial_id"], after["run_id"], after["metric"]) == (best.trial_key, original, 0.8)
+    assert key_for_trial(after, DATA_CONFIG, BENCHMARK_CONFIG) == key_before
+    assert after["candidates"]["mlflow"]["eligible"] == 3, "the duplicate is still an eligible record, it just never counts"
+    assert after["candidates"]["mlflow"]["pick"]["run_id"] == original
+    assert after["conflicts"] == [
+        {
+            "kind": "duplicate_runs",
+            "source": "mlflow",
+            "trial_id": best.trial_key,
+            "variant": "v1",
+            "run_ids": [duplicate, original],
+            "values": [0.99, 0.8],
+            "with_model": [False, True],
+            "counted_run_id": original,
+            "counted_value": 0.8,
+            "rule": "the only run(s) with model artifacts",
+        }
+    ]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Conflicting records" in r.getMessage()]
+    assert duplicate in warning and original in warning and "0.99" in warning and f"counting run {original}" in warning
+
+    check = sources_agree_result("best_trial", after)
+    assert check.passed is False and check.severity.value == "WARN"
+    assert duplicate in check.description and f"run {original} counts" in check.description
+    assert check.metadata["conflicts"].value == after["conflicts"]
+    assert format_selection_table({backbone: after}).splitlines()[-1].endswith("only mlflow; 1 conflicting record(s)")
+
+
+def test_the_run_the_study_cross_references_counts_and_differing_values_are_reported(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither run has a model: the Optuna trial's and trial_meta.json's ``mlflow_run_id`` decide. The chosen
+    trial's metrics.json then says another value: a second conflict (value_mismatch), the pick stands."""
+    caplog.set_level(logging.WARNING)
+    backbone = "dupxref"
+    name, experiment_id = new_experiment(mlflow_client, "dupxref")
+    best = Trial(backbone, "v1", 0, 0.8)
+    original, duplicate = _two_runs_of_one_trial(mlflow_client, experiment_id, best)
+    _finish(mlflow_client, original, best, 0.8)
+    _finish(mlflow_client, duplicate, best, 0.99)
+    write_study(tmp_path, backbone, "v1", [{"value": 0.8, "trial_key": best.trial_key, "run_id": original, "params": best.hyperparameters}])
+    folder = write_folder(tmp_path, best, run_id=original, metrics_text=json.dumps({METRIC: 0.81}))
+
+    for scope in SELECTION_SCOPES:
+        result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope=scope)[backbone]
+        info = result if scope == "overall" else result["v1"]
+        assert (info["source"], info["run_id"], info["metric"]) == ("mlflow", original, 0.8)
+        duplicates, mismatch = info["conflicts"]
+        assert (duplicates["kind"], duplicates["counted_run_id"], duplicates["rule"]) == ("duplicate_runs", original, "cross-referenced by the Optuna study or trial_meta.json")
+        assert duplicates["with_model"] == [False, False]
+        assert mismatch == {
+            "kind": "value_mismatch",
+            "source": "disk",
+            "trial_id": best.trial_key,
+            "variant": "v1",
+            "run_ids": [original],
+            "values": [0.81],
+            "locations": [str(folder)],
+            "counted_source": "mlflow",
+            "counted_value": 0.8,
+        }
+        assert info["sources_agree"] is True, "every source picks the same trial; the values are what conflict"
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("has no model artifacts" in m and original in m for m in messages), "a counted run without a model is never silent"
+    assert any("Conflicting records for dupxref" in m and str(folder) in m and "0.81" in m for m in messages)
+
+    # Without MLflow the study answers; its value agrees with nothing but the folder's: still reported.
+    without = retrieve([backbone], tmp_path)[backbone]
+    assert without["source"] == "study"
+    assert [(c["kind"], c["source"], c["values"]) for c in without["conflicts"]] == [("value_mismatch", "disk", [0.81])]
+
+
+def test_duplicate_runs_without_model_or_cross_reference_count_the_smallest_run_id(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    backbone = "dupplain"
+    name, experiment_id = new_experiment(mlflow_client, "dupplain")
+    trial = Trial(backbone, "v1", 0, 0.8)
+    larger, smaller = _two_runs_of_one_trial(mlflow_client, experiment_id, trial)
+    _finish(mlflow_client, larger, trial, 0.9)
+    _finish(mlflow_client, smaller, trial, 0.8)
+    info = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})[backbone]
+    assert (info["run_id"], info["metric"]) == (smaller, 0.8), "the better value of the other run does not decide"
+    (conflict,) = info["conflicts"]
+    assert (conflict["counted_run_id"], conflict["rule"], conflict["values"]) == (smaller, "smallest run id", [0.8, 0.9])
+
+
+# ============================================================================ availability, as trial_info says it
+
+
+def test_a_selection_made_without_mlflow_says_so(demo_sweeps: DemoSweeps, mlflow_client: MlflowClient) -> None:
+    from benchmark_pipeline.defs.checks import sources_agree_result
+
+    consulted = _retrieve_demo(demo_sweeps, mlflow_client)
+    for info in consulted.values():
+        assert (info["mlflow_consulted"], info["mlflow_not_consulted_reason"], info["conflicts"]) == (True, None, [])
+        assert sources_agree_result("best_trial", info).passed
+
+    dead_uri = f"http://127.0.0.1:{free_port()}"
+    for client, reason in [(None, "no MLflow tracking URI configured"), (MlflowClient(tracking_uri=dead_uri), f"MLflow server {dead_uri} is unreachable")]:
+        result = _retrieve_demo(demo_sweeps, client)
+        for backbone, info in result.items():
+            assert info["trial_id"] == consulted[backbone]["trial_id"] and info["source"] == "study"
+            assert info["sources_agree"] is True  # study and disk agree ...
+            assert info["mlflow_consulted"] is False and reason in info["mlflow_not_consulted_reason"]
+            check = sources_agree_result("best_trial", info)  # ... but the check does not pass
+            assert check.passed is False and check.severity.value == "WARN"
+            assert check.description.startswith("MLflow not consulted (") and reason in check.description

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmark_pipeline.config import canonical_benchmark_config
+# MAX_COMPONENT_LENGTH is re-exported here for callers of the key API; its home is benchmark_pipeline.hashing.
+from benchmark_pipeline.hashing import MAX_COMPONENT_LENGTH as MAX_COMPONENT_LENGTH
 from benchmark_pipeline.hashing import config_hash, data_fingerprint, require_safe_component
 
 KEY_SEPARATOR = ":"
 DEFAULT_VARIANT = "default"
 UNKNOWN_RUN_ID = "unknown"
-#: Longest component accepted. Six of them can exceed a 255-byte file name; the disk cache names such keys
-#: by their digest (see :func:`benchmark_pipeline.benchmarking.cache.cache_path`).
-MAX_COMPONENT_LENGTH = 96
 
 
 def compute_data_fingerprint(data_config: Mapping[str, Any]) -> str:
@@ -34,10 +33,8 @@ def compute_config_hash(benchmark_config: Mapping[str, Any]) -> str:
 
 
 def _component(value: Any, name: str) -> str:
-    text = require_safe_component(value, name)
-    if len(text) > MAX_COMPONENT_LENGTH:
-        raise ValueError(f"{name} is {len(text)} characters long; at most {MAX_COMPONENT_LENGTH} are allowed: {text[:40]!r}...")
-    return text
+    # Characters and length (MAX_COMPONENT_LENGTH) are checked in one place: hashing.require_safe_component.
+    return require_safe_component(value, name)
 
 
 def build_benchmark_key(

@@ -10,19 +10,56 @@ import dagster as dg
 from benchmark_pipeline.benchmarking.backends import CPU_PROVIDER, CUDA_PROVIDER
 
 SOURCES_AGREE = "sources_agree"
+SOURCES_AGREE_DESCRIPTION = (
+    "WARN when MLflow, the Optuna study and disk pick different trials, when records of one trial conflict "
+    "(duplicate MLflow runs, values that differ between sources), or when MLflow was not consulted"
+)
 PROVIDER_MATCHES_CONFIG = "provider_matches_config"
 
 
+def sources_agree_problems(trial_info: Mapping[str, Any]) -> list[str]:
+    """Why a selection cannot be fully trusted, one sentence each; empty when it can.
+
+    Sources that pick different trials, conflicting records of one trial, and a selection made without
+    MLflow (the highest-priority source) all count: the pick still stands, but someone should look.
+    """
+    problems = []
+    if trial_info.get("mlflow_consulted") is False:
+        problems.append(f"MLflow not consulted ({trial_info.get('mlflow_not_consulted_reason') or 'unavailable'})")
+    disagreements = list(trial_info.get("disagreements") or [])
+    if not trial_info["sources_agree"]:
+        others = ", ".join(f"{d['source']}={str(d['trial_id'])[:12]} ({d['metric']:.6g})" for d in disagreements)
+        problems.append(f"sources pick different trials: {trial_info['source']}={str(trial_info['trial_id'])[:12]} was used; {others}")
+    for conflict in trial_info.get("conflicts") or []:
+        values = ", ".join(f"{v:.6g}" for v in conflict["values"])
+        if conflict["kind"] == "duplicate_runs":
+            problems.append(
+                f"conflicting records: MLflow runs {', '.join(conflict['run_ids'])} all carry trial {conflict['trial_id'][:12]} "
+                f"(values {values}); run {conflict['counted_run_id']} counts ({conflict['rule']})"
+            )
+        else:
+            problems.append(
+                f"conflicting records: trial {conflict['trial_id'][:12]} is {conflict['counted_value']:.6g} in {conflict['counted_source']} "
+                f"but {values} in {conflict['source']}"
+            )
+    return problems
+
+
 def sources_agree_result(asset_key: str, trial_info: Mapping[str, Any]) -> dg.AssetCheckResult:
-    """WARN when available sources picked different trials (the chosen one still stands)."""
+    """WARN when available sources picked different trials, when records of one trial conflict, or when MLflow
+    was not consulted (the chosen trial still stands)."""
+    problems = sources_agree_problems(trial_info)
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=SOURCES_AGREE,
-        passed=bool(trial_info["sources_agree"]),
+        passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(problems) if problems else "MLflow was consulted, the sources agree and no records conflict",
         metadata={
             "source": trial_info["source"],
+            "mlflow_consulted": bool(trial_info.get("mlflow_consulted", True)),
             "disagreements": dg.MetadataValue.json(list(trial_info.get("disagreements") or [])),
+            "conflicts": dg.MetadataValue.json(list(trial_info.get("conflicts") or [])),
         },
     )
 

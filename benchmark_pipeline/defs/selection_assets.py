@@ -8,7 +8,7 @@ import dagster as dg
 
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import PipelineConfig
-from benchmark_pipeline.defs.checks import SOURCES_AGREE, sources_agree_result
+from benchmark_pipeline.defs.checks import SOURCES_AGREE, SOURCES_AGREE_DESCRIPTION, sources_agree_result
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.metadata import retrieval_metadata
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions, partition_pair
@@ -35,7 +35,7 @@ def _outputs(asset_name: str, config: PipelineConfig, table_input: dict[str, Any
 @dg.asset(
     group_name="selection",
     partitions_def=backbone_partitions,
-    check_specs=[dg.AssetCheckSpec(SOURCES_AGREE, asset="best_trial", description="WARN when MLflow, the Optuna study and disk pick different trials")],
+    check_specs=[dg.AssetCheckSpec(SOURCES_AGREE, asset="best_trial", description=SOURCES_AGREE_DESCRIPTION)],
     description="The best trial of a backbone across all variants (MLflow > Optuna study > disk).",
 )
 def best_trial(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
@@ -49,7 +49,7 @@ def best_trial(context: dg.AssetExecutionContext, settings: PipelineSettings, ml
 @dg.asset(
     group_name="selection",
     partitions_def=backbone_variant_partitions,
-    check_specs=[dg.AssetCheckSpec(SOURCES_AGREE, asset="best_trial_per_variant", description="WARN when sources pick different trials")],
+    check_specs=[dg.AssetCheckSpec(SOURCES_AGREE, asset="best_trial_per_variant", description=SOURCES_AGREE_DESCRIPTION)],
     description="The best trial of one backbone within one HPO variant.",
 )
 def best_trial_per_variant(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark_pipeline import contract
-from benchmark_pipeline.selection.records import SOURCE_DISK, SourceScan, TrialCandidate, is_finite_metric
+from benchmark_pipeline.selection.records import SOURCE_DISK, UNSAFE_VALUE, SourceScan, TrialCandidate, is_finite_metric, unsafe_field
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def scan_disk(backbone: str, hpo_dir: Path, metric_name: str, data_fp: str | Non
         variant = None
         if meta is not None:
             variant = meta.get("variant") or contract.variant_from_study_name(meta.get("study_name")) or contract.DEFAULT_VARIANT
+            if unsafe_field({"variant": variant}):
+                variant = None  # counted against every variant: the unsafe name is no partition
         metrics, metrics_problem = _read_json(folder / contract.METRICS_FILE)
         if metrics is None:
             if metrics_problem != "missing":
@@ -63,6 +65,11 @@ def scan_disk(backbone: str, hpo_dir: Path, metric_name: str, data_fp: str | Non
         trial_key = meta.get("trial_key_hash")
         if not isinstance(trial_key, str) or not trial_key:
             scan.exclude("missing_trial_key_hash", variant)
+            continue
+        unsafe = unsafe_field({name: meta.get(name) for name in ("backbone", "variant", "study_key_hash", "trial_key_hash", "mlflow_run_id")})
+        if unsafe:
+            logger.warning("%s: %s is %r, not a safe identity; trial excluded", folder / contract.TRIAL_META_FILE, unsafe, str(meta[unsafe])[:100])
+            scan.exclude(f"{UNSAFE_VALUE}:{unsafe}", variant)
             continue
         if data_fp and meta.get("data_fingerprint", data_fp) != data_fp:
             scan.exclude("other_data_fingerprint", variant)

@@ -11,9 +11,11 @@ from benchmark_pipeline import contract
 from benchmark_pipeline.selection._params import parse_param
 from benchmark_pipeline.selection.records import (
     SOURCE_MLFLOW,
+    UNSAFE_VALUE,
     SourceScan,
     TrialCandidate,
     is_finite_metric,
+    unsafe_field,
 )
 from benchmark_pipeline.tracking import (
     MlflowUnavailableError,
@@ -42,8 +44,9 @@ def scan_mlflow(
     """Classify every run tagged ``code.backbone = backbone`` in the backbone's HPO experiment.
 
     All runs are fetched, page by page (deleted ones too, so that they are counted): a run is eligible when
-    it is FINISHED, active, carries the required tags and a finite objective metric, and — when it says
-    which data it was trained on (``code.data_fingerprint``) — matches ``data_fp``.
+    it is FINISHED, active, carries the required tags with safe values (``unsafe_value:<tag>`` otherwise) and a
+    finite objective metric, and — when it says which data it was trained on (``code.data_fingerprint``) —
+    matches ``data_fp``.
     """
     if client is None:
         return SourceScan(SOURCE_MLFLOW, backbone, available=False, error="no MLflow tracking URI configured")
@@ -61,6 +64,8 @@ def scan_mlflow(
     for run in runs:
         tags = run.tags
         variant = variant_of(tags) if contract.TAG_VARIANT in tags or contract.TAG_STUDY_NAME in tags else None
+        if variant is not None and unsafe_field({contract.TAG_VARIANT: variant}):
+            variant = None  # counted against every variant: the unsafe name is no partition
         if run.lifecycle_stage == "deleted":
             scan.exclude("deleted", variant)
             continue
@@ -70,6 +75,20 @@ def scan_mlflow(
         missing = [tag for tag in contract.REQUIRED_RUN_TAGS if not tags.get(tag)]
         if missing:
             scan.exclude(f"missing_tag:{missing[0]}", variant)
+            continue
+        unsafe = unsafe_field(
+            {
+                contract.TAG_BACKBONE: tags[contract.TAG_BACKBONE],
+                contract.TAG_VARIANT: tags.get(contract.TAG_VARIANT),
+                contract.TAG_STUDY_KEY_HASH: tags[contract.TAG_STUDY_KEY_HASH],
+                contract.TAG_TRIAL_KEY_HASH: tags[contract.TAG_TRIAL_KEY_HASH],
+                "run_id": run.run_id,
+            }
+        )
+        if unsafe:
+            value = run.run_id if unsafe == "run_id" else tags[unsafe]
+            logger.warning("MLflow run %s: %s is %r, not a safe identity; run excluded", run.run_id, unsafe, value[:100])
+            scan.exclude(f"{UNSAFE_VALUE}:{unsafe}", variant)
             continue
         value = run.metrics.get(metric_name)
         if value is None:

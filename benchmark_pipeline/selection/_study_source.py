@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from benchmark_pipeline import contract
-from benchmark_pipeline.selection.records import SOURCE_STUDY, SourceScan, TrialCandidate, is_finite_metric
+from benchmark_pipeline.selection.records import SOURCE_STUDY, UNSAFE_VALUE, SourceScan, TrialCandidate, is_finite_metric, unsafe_field
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,19 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
         )
     attrs = study.user_attrs
     variant = attrs.get(contract.STUDY_ATTR_VARIANT) or contract.variant_from_study_name(study.study_name) or contract.DEFAULT_VARIANT
+    study_key = attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
+    unsafe_study_attr = unsafe_field({contract.STUDY_ATTR_VARIANT: variant, contract.STUDY_ATTR_STUDY_KEY_HASH: study_key})
+    if unsafe_study_attr:
+        # Every trial of the study carries the study's identity: each is counted, none is eligible.
+        logger.warning("study %r in %s: user attribute %s is %r, not a safe identity; its trials are excluded",
+                       study.study_name, location, unsafe_study_attr, str(attrs.get(unsafe_study_attr))[:100])  # fmt: skip
+        for _ in study.get_trials(deepcopy=False):
+            scan.exclude(f"{UNSAFE_VALUE}:{unsafe_study_attr}")
+        return
     study_fp = attrs.get(contract.STUDY_ATTR_DATA_FINGERPRINT)
     if data_fp and study_fp and study_fp != data_fp:
         scan.exclude("other_data_fingerprint", variant)
         return
-    study_key = attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
     for trial in study.get_trials(deepcopy=False):
         if trial.state != optuna.trial.TrialState.COMPLETE:
             scan.exclude(f"state_{trial.state.name.lower()}", variant)
@@ -58,6 +68,12 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
         trial_key = trial.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH)
         if not trial_key:
             scan.exclude(f"missing_attr:{contract.ATTR_TRIAL_KEY_HASH}", variant)
+            continue
+        unsafe = unsafe_field({contract.ATTR_TRIAL_KEY_HASH: trial_key, contract.ATTR_MLFLOW_RUN_ID: trial.user_attrs.get(contract.ATTR_MLFLOW_RUN_ID)})
+        if unsafe:
+            logger.warning("%s study %s trial %d: user attribute %s is %r, not a safe identity; trial excluded",
+                           location, study.study_name, trial.number, unsafe, str(trial.user_attrs[unsafe])[:100])  # fmt: skip
+            scan.exclude(f"{UNSAFE_VALUE}:{unsafe}", variant)
             continue
         folder = contract.trial_dir(hpo_dir, scan.backbone, study_key, trial_key) if study_key else None
         scan.eligible.append(
@@ -84,6 +100,18 @@ def study_storages(hpo_dir: Path, backbone: str, extra_storages: Iterable[str] =
     return [f"sqlite:///{path}" for path in found] + list(extra_storages)
 
 
+def sqlite_file_of(storage: str) -> Path | None:
+    """The database file a ``sqlite:`` storage URL names (relative to the working directory, as SQLAlchemy
+    resolves it); ``None`` for other engines, in-memory databases and URLs SQLAlchemy cannot parse."""
+    try:
+        url = make_url(storage)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        return None
+    return Path(url.database)
+
+
 def scan_studies(
     backbone: str,
     hpo_dir: Path,
@@ -92,12 +120,33 @@ def scan_studies(
     studies: Iterable[optuna.Study] = (),
     data_fp: str | None = None,
 ) -> SourceScan:
-    """Classify every trial of every study of ``backbone`` found in the storages (and in ``studies``)."""
-    storages = study_storages(hpo_dir, backbone, extra_storages)
+    """Classify every trial of every study of ``backbone`` found in the storages (and in ``studies``).
+
+    A ``sqlite:`` storage whose file does not exist is never opened (Optuna and SQLAlchemy would create an
+    empty database there, and a mistyped path would look like a study with no trials): it is a WARNING,
+    counted ``missing_storage``, and named in the scan's ``error``; with no other storage the source is
+    unavailable.
+    """
+    listed = study_storages(hpo_dir, backbone, extra_storages)
+    storages, missing = [], []
+    for storage in listed:
+        path = sqlite_file_of(storage)
+        if path is not None and not path.is_file():
+            logger.warning(
+                "Optuna storage %s: sqlite file %s does not exist (a mistyped path?); not opened, since opening it "
+                "would create an empty database", storage, path.absolute(),
+            )  # fmt: skip
+            missing.append(f"sqlite file {path.absolute()} of Optuna storage {storage} does not exist")
+            continue
+        storages.append(storage)
     given = list(studies)
-    scan = SourceScan(SOURCE_STUDY, backbone, available=bool(storages or given), looked_at=storages or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"])
+    scan = SourceScan(SOURCE_STUDY, backbone, available=bool(storages or given), looked_at=listed or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"])
+    for _ in missing:
+        scan.exclude("missing_storage")
+    if missing:
+        scan.error = "; ".join(missing)
     if not scan.available:
-        scan.error = f"no Optuna study storage found under {hpo_dir / backbone}"
+        scan.error = scan.error or f"no Optuna study storage found under {hpo_dir / backbone}"
         return scan
     for storage in storages:
         try:

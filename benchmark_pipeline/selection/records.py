@@ -6,7 +6,10 @@ import math
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any
+
+from benchmark_pipeline.hashing import is_safe_component
 
 SOURCE_MLFLOW = "mlflow"
 SOURCE_STUDY = "study"
@@ -24,6 +27,25 @@ def is_finite_metric(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) and abs(value) < _CLAMPED_INFINITY
+
+
+#: Exclusion reason of a record whose identity field holds a value that could not be a key component, a
+#: filter value or a folder name (a quote, a zero-width space, an Arabic-Indic digit, 97 characters ...):
+#: ``unsafe_value:<field>``, the field spelt as the source spells it (``code.trial_key_hash``, ``trial_key_hash``).
+UNSAFE_VALUE = "unsafe_value"
+
+
+def unsafe_field(values: Mapping[str, Any]) -> str | None:
+    """The first field of ``values`` that is set (not ``None`` or ``""``) but is not a safe identity component
+    (:func:`benchmark_pipeline.hashing.is_safe_component`), or ``None`` when all are safe.
+
+    Every identity a source hands on (backbone, variant, trial and study key, run id) goes through this before the
+    record is eligible: a value that would break key building later makes the record ineligible now.
+    """
+    for name, value in values.items():
+        if value is not None and value != "" and not is_safe_component(value):
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,9 @@ class SourceScan:
 
     ``ineligible`` counts ``(reason, variant)`` pairs; ``variant`` is ``None`` when the excluded item did not
     say which variant it belonged to (such items count against every variant of the backbone).
+    ``superseded`` holds the ``(trial_id, run_id)`` of eligible records that another record of the same trial
+    outranks (:mod:`benchmark_pipeline.selection.conflicts`): they stay counted as eligible, but are never
+    picked and open no partition.
     """
 
     source: str
@@ -74,12 +99,17 @@ class SourceScan:
     eligible: list[TrialCandidate] = field(default_factory=list)
     ineligible: Counter[tuple[str, str | None]] = field(default_factory=Counter)
     looked_at: list[str] = field(default_factory=list)
+    superseded: set[tuple[str, str | None]] = field(default_factory=set)
 
     def exclude(self, reason: str, variant: str | None = None) -> None:
         self.ineligible[(reason, variant)] += 1
 
+    def counted(self, variant: str | None = None) -> list[TrialCandidate]:
+        """Eligible candidates (of ``variant``) that may be picked: not superseded."""
+        return [c for c in self.candidates_for(variant) if (c.trial_id, c.run_id) not in self.superseded]
+
     def variants(self) -> set[str]:
-        return {c.variant for c in self.eligible}
+        return {c.variant for c in self.counted()}
 
     def candidates_for(self, variant: str | None) -> list[TrialCandidate]:
         return [c for c in self.eligible if variant is None or c.variant == variant]
@@ -93,5 +123,5 @@ class SourceScan:
 
     def best(self, direction: str, variant: str | None = None) -> TrialCandidate | None:
         """The best eligible candidate (of ``variant``, or of all variants when ``None``), or ``None``."""
-        candidates = self.candidates_for(variant)
+        candidates = self.counted(variant)
         return min(candidates, key=lambda c: tie_break_key(c, direction)) if candidates else None

@@ -9,11 +9,15 @@ from benchmark_pipeline.selection.shapes import iter_trial_infos
 
 
 def agreement_label(trial_info: Mapping[str, Any]) -> str:
-    """``agree`` / ``only <source>`` / ``DISAGREE: study=ab12…``."""
+    """``agree`` / ``only <source>`` / ``DISAGREE: study=ab12…``, then ``; 2 conflicting records`` when records
+    of one trial conflict."""
     if trial_info.get("disagreements"):
-        return "DISAGREE: " + ", ".join(f"{d['source']}={d['trial_id'][:8]}" for d in trial_info["disagreements"])
-    picks = [s for s, c in trial_info.get("candidates", {}).items() if c.get("pick")]
-    return "agree" if len(picks) > 1 else f"only {trial_info['source']}"
+        label = "DISAGREE: " + ", ".join(f"{d['source']}={d['trial_id'][:8]}" for d in trial_info["disagreements"])
+    else:
+        picks = [s for s, c in trial_info.get("candidates", {}).items() if c.get("pick")]
+        label = "agree" if len(picks) > 1 else f"only {trial_info['source']}"
+    conflicts = trial_info.get("conflicts") or []
+    return label + (f"; {len(conflicts)} conflicting record(s)" if conflicts else "")
 
 
 def format_selection_table(best_trials: Mapping[str, Any]) -> str:

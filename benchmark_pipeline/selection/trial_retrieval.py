@@ -12,6 +12,11 @@ The rules (the contract, also in ``docs/selection.md``):
    source used; ``trial_info["sources_agree"]`` is False and ``trial_info["disagreements"]`` lists them.
 5. An unreachable MLflow server is a WARNING and a fallback, found within ``mlflow_timeout_s``; no eligible
    trial in any source for a requested backbone is a :class:`NoTrialsFoundError` naming where it looked.
+   A selection made without MLflow says so: ``trial_info["mlflow_consulted"]`` is False and
+   ``trial_info["mlflow_not_consulted_reason"]`` says why.
+6. Conflicting records of one trial (several FINISHED MLflow runs with one ``trial_key_hash``; a value that
+   differs between sources for the chosen trial) are a WARNING and are listed in ``trial_info["conflicts"]``;
+   which duplicated run counts is decided by :mod:`benchmark_pipeline.selection.conflicts`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
 from benchmark_pipeline import contract
 from benchmark_pipeline.selection._disk_source import scan_disk
+from benchmark_pipeline.selection.conflicts import resolve_duplicate_runs, value_conflicts
 from benchmark_pipeline.selection._mlflow_source import scan_mlflow
 from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
 from benchmark_pipeline.selection.records import (
@@ -129,7 +135,8 @@ def _candidate_summary(scan: SourceScan, pick: TrialCandidate | None, variant: s
 
 def _fill_cross_references(chosen: TrialCandidate, picks: Mapping[str, TrialCandidate | None], scans: Mapping[str, SourceScan], hpo_dir: Path) -> dict[str, Any]:
     """Run id, trial folder and model locations for the chosen trial, from whichever source knows them."""
-    same_trial = [c for scan in scans.values() for c in scan.eligible if c.trial_id == chosen.trial_id]
+    # counted(): a superseded duplicate run never lends the chosen trial its run id.
+    same_trial = [c for scan in scans.values() for c in scan.counted() if c.trial_id == chosen.trial_id]
     run_id = chosen.run_id or next((c.run_id for c in same_trial if c.run_id), None)
     folder = chosen.trial_dir or next((c.trial_dir for c in same_trial if c.trial_dir), None)
     if folder is None and chosen.study_key_hash:
@@ -151,6 +158,7 @@ def _select_partition(
     objective: Mapping[str, str],
     hpo_dir: Path,
     selection_scope: str,
+    duplicate_runs: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any] | None:
     direction = objective["direction"]
     picks = {source: scans[source].best(direction, variant) if scans[source].available else None for source in SOURCE_PRIORITY}
@@ -167,6 +175,10 @@ def _select_partition(
             "Sources disagree on the best trial for %s: %s=%s (%.6g), %s. Using %s (higher priority).",
             partition, answering, chosen.trial_id[:12], chosen.metric, others, answering,
         )
+    # Duplicated runs of the partition's trials (they may have decided the pick), then the chosen trial's values.
+    conflicts = [dict(c) for c in duplicate_runs if variant is None or c["variant"] == variant]
+    conflicts += value_conflicts(chosen, answering, scans, partition)
+    mlflow_scan = scans[SOURCE_MLFLOW]
     info: dict[str, Any] = {
         "backbone": backbone,
         "variant": chosen.variant,
@@ -183,6 +195,9 @@ def _select_partition(
         "hyperparameters": dict(chosen.hyperparameters),
         "sources_agree": not disagreements,
         "disagreements": disagreements,
+        "conflicts": conflicts,
+        "mlflow_consulted": mlflow_scan.available,
+        "mlflow_not_consulted_reason": None if mlflow_scan.available else (mlflow_scan.error or "unavailable"),
         "candidates": {source: _candidate_summary(scans[source], picks[source], variant) for source in SOURCE_PRIORITY},
         # The HPO folder this selection read: benchmark_best_trials may read model files below it.
         "hpo_output_dir": str(hpo_dir),
@@ -255,8 +270,9 @@ def retrieve_best_trials(
         if client is not None and not mlflow_scan.available and mlflow_outage is None:
             logger.warning("MLflow is unavailable (%s); falling back to Optuna studies and disk", mlflow_scan.error)
             mlflow_outage = mlflow_scan.error or "unavailable"
+        duplicate_runs = resolve_duplicate_runs(scans, client) if mlflow_scan.available else []
         if selection_scope == "overall":
-            info = _select_partition(backbone, None, scans, objective, hpo_dir, selection_scope)
+            info = _select_partition(backbone, None, scans, objective, hpo_dir, selection_scope, duplicate_runs)
             if info is None:
                 raise NoTrialsFoundError(_nothing_found_message(backbone, scans))
             results[backbone] = info
@@ -266,7 +282,7 @@ def retrieve_best_trials(
                 raise NoTrialsFoundError(_nothing_found_message(backbone, scans))
             per_variant = {}
             for variant in variants:
-                info = _select_partition(backbone, variant, scans, objective, hpo_dir, selection_scope)
+                info = _select_partition(backbone, variant, scans, objective, hpo_dir, selection_scope, duplicate_runs)
                 assert info is not None  # the variant came from an eligible candidate
                 per_variant[variant] = info
             results[backbone] = per_variant
