@@ -39,7 +39,7 @@ def scan_mlflow(
     metric_name: str,
     client: MlflowClient | None,
     data_fp: str | None = None,
-    timeout_s: float = 3.0,
+    timeout_s: float | None = None,
 ) -> SourceScan:
     """Classify every run tagged ``code.backbone = backbone`` in the backbone's HPO experiment.
 

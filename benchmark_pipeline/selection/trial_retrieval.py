@@ -73,7 +73,7 @@ def retrieve_from_mlflow(
     hpo_config: Mapping[str, Any],
     mlflow_client: MlflowClient | None,
     data_config: Mapping[str, Any] | None = None,
-    timeout_s: float = 3.0,
+    timeout_s: float | None = None,
 ) -> SourceScan:
     """Scan the MLflow runs of ``backbone``'s HPO experiment (``hpo_experiments[backbone]``: ``{name, id}``)."""
     objective = validate_objective(hpo_config)
@@ -232,7 +232,8 @@ def retrieve_best_trials(
         selection_config: optional ``tracking_uri`` (used when ``mlflow_client`` is None; else
             ``$MLFLOW_TRACKING_URI``; else MLflow is skipped), ``hpo_output_dir`` (default
             ``{root_dir}/outputs/hpo/{environment}``), ``optuna_storages`` (extra storage URLs),
-            ``optuna_studies`` (``{backbone: optuna.Study}``), ``mlflow_timeout_s`` (default 3).
+            ``optuna_studies`` (``{backbone: optuna.Study}``), ``mlflow_timeout_s`` (how long ``/health`` may take;
+            default: MLflow's configured request timeout, 30 s unless ``mlflow.timeout_s`` says otherwise).
         hpo_config: its ``objective`` gives the metric and direction.
         data_config: trials that record a different data fingerprint are ineligible.
         selection_scope: ``"overall"`` → ``{backbone: trial_info}``; ``"per_variant"`` →
@@ -250,7 +251,7 @@ def retrieve_best_trials(
         require_safe_component(backbone, "backbone")
     hpo_dir = Path(selection_config.get("hpo_output_dir") or Path(root_dir) / "outputs" / "hpo" / environment)
     client = client_or_default(mlflow_client, selection_config.get("tracking_uri"))
-    timeout_s = float(selection_config.get("mlflow_timeout_s", 3.0))
+    timeout_s = selection_config.get("mlflow_timeout_s")  # None: tracking.current_timeout_s()
     studies = selection_config.get("optuna_studies") or {}
     storages = selection_config.get("optuna_storages") or ()
 
