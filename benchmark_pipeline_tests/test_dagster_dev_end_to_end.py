@@ -19,6 +19,8 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from benchmark_pipeline.config import load_config
+from benchmark_pipeline.defs.io_managers import JsonIOManager, default_io_base_path
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
@@ -63,7 +65,12 @@ def dagster_dev(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, dag
     config_path, raw = demo_sweeps.private_config_file(tmp_path)
 
     # Select the best trials first (in this process, on the same instance), so the sensor has keys to check.
-    resources = {"settings": PipelineSettings(config_path=str(config_path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+    resources = {
+        "settings": PipelineSettings(config_path=str(config_path)),
+        "mlflow": MlflowResource(tracking_uri=mlflow_server),
+        # where the code location's runs will read the selections from (its default base path)
+        "io_manager": JsonIOManager(base_path=default_io_base_path(load_config(config_path, env={}))),
+    }
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
         instance.add_dynamic_partitions("variant", ["v1", "v2"])
@@ -148,7 +155,8 @@ def test_sensor_launches_missing_benchmarks_once_and_then_nothing(dagster_dev: d
         _wait_for(lambda: len(completed_ticks_since_runs()) >= 2, 90, "two more completed sensor ticks", log)
         later = completed_ticks_since_runs()
         assert all(t["status"] == "SKIPPED" and not t["runIds"] for t in later), later
-        assert "2 already benchmarked" in later[-1]["skipReason"]
+        reason = later[-1]["skipReason"]
+        assert "already benchmarked: bilstm (key " in reason and "tiny_transformer (key " in reason, reason
         assert len(sensor_runs()) == 2
 
     experiment = client.get_experiment_by_name(dagster_dev["config"]["mlflow"]["benchmark_experiment"])
