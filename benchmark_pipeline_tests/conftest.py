@@ -179,14 +179,16 @@ def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
 
 
 class MlflowServer:
-    """A real ``mlflow server`` process (sqlite backend and artifacts under ``base``) on 127.0.0.1.
+    """A real ``mlflow server`` process (sqlite backend, or ``backend_store_uri``, and proxied artifacts under
+    ``base``) on 127.0.0.1.
 
     ``start()`` waits for ``GET /health``; ``kill()`` SIGKILLs it (a real outage); ``start()`` again brings it
     back on the same port with the same store. The server's output goes to ``mlflow-server.log`` in ``base``.
     """
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(self, base: Path, port: int | None = None, backend_store_uri: str | None = None) -> None:
         self.base = base
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{base / 'mlflow.db'}"
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "mlflow-server.log"
@@ -197,7 +199,8 @@ class MlflowServer:
         command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
         command += [
             "server",
-            "--backend-store-uri", f"sqlite:///{self.base / 'mlflow.db'}",
+            "--backend-store-uri", self.backend_store_uri,
+            "--serve-artifacts",
             "--artifacts-destination", str(self.base / "artifacts"),
             "--host", "127.0.0.1",
             "--port", str(self.port),

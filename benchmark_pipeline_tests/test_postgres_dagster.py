@@ -140,3 +140,37 @@ def test_a_lost_result_is_requested_again_under_a_new_run_key_up_to_the_bound(tw
         assert isinstance(final, dg.SkipReason), final
         assert f"result lost again after {MAX_BENCHMARK_GENERATIONS} successful runs" in final.skip_message
         assert f"bilstm (key {key[:12]}" in final.skip_message
+
+
+def test_the_shipped_dagster_yaml_runs_on_postgres_with_the_benchmark_limits(postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    from benchmark_pipeline.defs.jobs import BENCHMARK_POOL, BENCHMARK_POOL_TAG, benchmark_job, benchmark_per_variant_job
+    from benchmark_pipeline.defs.sensors import RUN_KEY_TAG
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    # The deployment's environment (these are the file's own variables, not the code under test).
+    for name, value in {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_HOST": "127.0.0.1",
+                        "DAGSTER_PG_DB": postgres_server.create_database("dagster_shipped"), "DAGSTER_PG_PORT": str(postgres_server.port)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        limits = {limit["key"]: limit for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
+        assert limits[RUN_KEY_TAG]["value"] == {"applyLimitPerUniqueValue": True} and limits[RUN_KEY_TAG]["limit"] == 1
+        assert limits[BENCHMARK_POOL_TAG]["value"] == BENCHMARK_POOL
+        # The storage works: an asset materialized through it is read back.
+        @dg.asset
+        def probe() -> int:
+            return 1
+
+        assert dg.materialize([probe], instance=instance).success
+        assert instance.get_latest_materialization_event(dg.AssetKey("probe")) is not None
+    # Every benchmark run carries the pool tag the limit counts.
+    assert benchmark_job.tags[BENCHMARK_POOL_TAG] == BENCHMARK_POOL == benchmark_per_variant_job.tags[BENCHMARK_POOL_TAG]

@@ -16,7 +16,9 @@ again (:func:`~benchmark_pipeline.benchmarking.mlflow_logging.upload_pending_ben
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +31,7 @@ from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_ca
 from benchmark_pipeline.benchmarking.claims import benchmark_claim
 from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, finished_keys
 from benchmark_pipeline.benchmarking.keys import key_for_trial
+from benchmark_pipeline.benchmarking.leases import mlflow_lease
 from benchmark_pipeline.benchmarking.mlflow_logging import (
     log_benchmark_result,
     pending_keys,
@@ -174,20 +177,35 @@ def benchmark_best_trials(
     def benchmark_one(trial_info: dict[str, Any]) -> dict[str, Any] | None:
         key = key_for_trial(trial_info, data_config, benchmark_config)
         # Concurrent materializations of one key queue here; whoever comes second finds the first's result.
+        # The flock is the same-host fast path; the MLflow lease holds across machines (leases.py).
         with benchmark_claim(directory, key):
             found = existing_result(key)
             if found is not None:
                 logger.info("benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id"))
                 return found
-            return run_and_persist(key, trial_info)
+            with contextlib.ExitStack() as lease:
+                run_id = None
+                if client is not None and experiment_id is not None:
+                    try:
+                        run_id = lease.enter_context(
+                            mlflow_lease(
+                                client, experiment_id, key,
+                                create_run=lambda: start_benchmark_run(client, experiment_id, key, trial_info.get("run_id")),
+                                is_done=lambda: existing_result(key) is not None,
+                                # the flock held here reaches this host's processes sharing this cache folder
+                                scope=f"{socket.gethostname()}:{directory.resolve()}",
+                            )
+                        )  # fmt: skip
+                    except (MlflowException, OSError) as error:
+                        logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
+                    else:
+                        if run_id is None:
+                            found = existing_result(key)
+                            logger.info("benchmark %s was made on another machine meanwhile (MLflow run %s); not run again", key, found and found.get("mlflow_run_id"))
+                            return found
+                return run_and_persist(key, trial_info, run_id)
 
-    def run_and_persist(key: str, trial_info: dict[str, Any]) -> dict[str, Any] | None:
-        run_id = None
-        if client is not None and experiment_id is not None:
-            try:
-                run_id = start_benchmark_run(client, experiment_id, key, trial_info.get("run_id"))
-            except (MlflowException, OSError) as error:
-                logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
+    def run_and_persist(key: str, trial_info: dict[str, Any], run_id: str | None) -> dict[str, Any] | None:
         try:
             with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
                 model_dir = resolve_model_dir(trial_info, allowed_roots, client, Path(download_root))
