@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline import contract
 from benchmark_pipeline.config import load_config
+from benchmark_pipeline.demo.sweep import SWEEP_HEARTBEAT_ENV, SWEEP_HEARTBEAT_GRACE_FACTOR, run_sweep
 from benchmark_pipeline.selection.study_storage import close_storage, open_rdb_storage
 from benchmark_pipeline_tests.postgres_server import PostgresServer
 
@@ -28,6 +30,7 @@ WORKER = """
 import json, sys, time
 from pathlib import Path
 from benchmark_pipeline.config import load_config
+from benchmark_pipeline.demo.sweep import SWEEP_HEARTBEAT_ENV, SWEEP_HEARTBEAT_GRACE_FACTOR, run_sweep
 from benchmark_pipeline.demo.sweep import run_sweep
 config = load_config(sys.argv[1])
 start = Path(sys.argv[2])
@@ -88,3 +91,45 @@ def test_two_workers_on_one_postgres_study_reach_exactly_n_trials(
     assert all(s["storage_url"] == url for s in summaries)
     # The sweep storage is read by retrieval without being listed in optuna.storages.
     assert config.selection_config()["optuna_storages"] == [url]
+
+
+def test_a_trial_left_running_by_a_dead_worker_is_failed_by_heartbeat_and_replaced(
+    postgres_server: PostgresServer, mlflow_server: str, tmp_path: Path, tiny_raw_config: Callable[..., dict[str, Any]], monkeypatch
+) -> None:
+    database = postgres_server.create_database("sweep_heartbeat")
+    url = postgres_server.url(database)
+    raw = tiny_raw_config(tmp_path / "root", mlflow_server, backbones=["bilstm"], optuna={"sweep_storage": url})
+    raw["hpo_config"]["variants"]["v1"]["n_trials"] = 3
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    start = tmp_path / "start"
+    start.touch()
+    heartbeat_s = 1  # the deployment setting, short so the test need not wait two minutes
+    env = {**os.environ, SWEEP_HEARTBEAT_ENV: str(heartbeat_s), "PYTHONPATH": os.getcwd()}
+    doomed = subprocess.Popen([sys.executable, "-c", WORKER, str(config_path), str(start)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = open_rdb_storage(url)
+    try:
+        deadline = time.monotonic() + 120
+        running: list[optuna.trial.FrozenTrial] = []
+        while not running:
+            assert doomed.poll() is None, f"the worker ended before it was killed: {doomed.stderr.read()[-3000:] if doomed.stderr else ''}"
+            assert time.monotonic() < deadline, "the worker never started a trial"
+            names = [s.study_name for s in storage.get_all_studies()]
+            if names:
+                study = optuna.load_study(study_name=names[0], storage=storage)
+                running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            time.sleep(0.2)
+        os.kill(doomed.pid, signal.SIGKILL)  # the worker dies mid-trial: its trial stays RUNNING
+        doomed.wait(timeout=30)
+        time.sleep(heartbeat_s * SWEEP_HEARTBEAT_GRACE_FACTOR + 1)
+
+        monkeypatch.setenv(SWEEP_HEARTBEAT_ENV, str(heartbeat_s))
+        summary = run_sweep(load_config(config_path, env={}), "bilstm", "v1", progress=lambda message: None)
+        trials = {t.number: t for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)}
+    finally:
+        close_storage(storage)
+    # The dead worker's trial was failed by the live worker (stale heartbeat), and replaced: exactly 3 finished.
+    assert trials[running[0].number].state == optuna.trial.TrialState.FAIL
+    finished = [t for t in trials.values() if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 3 and summary.trials_in_study == 3
+    assert not [t for t in trials.values() if t.state == optuna.trial.TrialState.RUNNING]

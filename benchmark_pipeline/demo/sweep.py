@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,10 +57,12 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
 
-#: Seconds between a RUNNING trial's heartbeats in a shared sweep storage, and how long without one before
-#: another worker marks that trial FAIL (its worker died) so the study runs a replacement.
+#: Seconds between a RUNNING trial's heartbeats in a shared sweep storage ($BENCHMARK_PIPELINE_SWEEP_HEARTBEAT_S,
+#: default 30), and how long without one before another worker marks that trial FAIL (its worker died) so the
+#: study runs a replacement: :data:`SWEEP_HEARTBEAT_GRACE_FACTOR` heartbeats.
+SWEEP_HEARTBEAT_ENV = "BENCHMARK_PIPELINE_SWEEP_HEARTBEAT_S"
 SWEEP_HEARTBEAT_INTERVAL_S = 30
-SWEEP_HEARTBEAT_GRACE_S = 120
+SWEEP_HEARTBEAT_GRACE_FACTOR = 4
 #: Trials that count towards ``n_trials`` (a FAIL trial is retried; a PRUNED one is a duplicate, done).
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -173,11 +176,15 @@ def run_sweep(
     hpo_seed = int(config.hpo_config.get("seed", 0))
     sampler = optuna.samplers.TPESampler(seed=hpo_seed, n_startup_trials=4)
     shared = config.optuna_sweep_storage is not None
-    rdb = open_rdb_storage(
-        storage,
-        heartbeat_interval=SWEEP_HEARTBEAT_INTERVAL_S if shared else None,
-        grace_period=SWEEP_HEARTBEAT_GRACE_S if shared else None,
-    )
+    heartbeat = int(os.environ.get(SWEEP_HEARTBEAT_ENV) or SWEEP_HEARTBEAT_INTERVAL_S)
+    with warnings.catch_warnings():
+        # Optuna 5 still labels heartbeats experimental; they are the documented way to recover dead workers.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = open_rdb_storage(
+            storage,
+            heartbeat_interval=heartbeat if shared else None,
+            grace_period=heartbeat * SWEEP_HEARTBEAT_GRACE_FACTOR if shared else None,
+        )
     try:
         return _run_study(config, backbone, variant, client, report, rdb, storage, sampler, study_directory, experiment_id, train, validation)
     finally:
