@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -114,10 +114,8 @@ def mlflow_lease(
             yield None
             return
         run_id = create_run()
-        client.set_tag(run_id, TAG_LEASE_OWNER, owner)
-        client.set_tag(run_id, TAG_LEASE_HEARTBEAT, f"{time.time():.0f}")
-        if scope is not None:
-            client.set_tag(run_id, TAG_LEASE_SCOPE, scope)
+        tags = {TAG_LEASE_OWNER: owner, TAG_LEASE_HEARTBEAT: f"{time.time():.0f}", **({TAG_LEASE_SCOPE: scope} if scope else {})}
+        client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
         time.sleep(LEASE_SETTLE_S)
         # Every live lease but the dead ones of this scope; this contender's own run among them.
         holders = [

@@ -118,12 +118,17 @@ def sweep_storage_url(config: PipelineConfig, study_directory: Path) -> str:
     return config.optuna_sweep_storage or study_storage_url(study_directory)
 
 
-def _stop_at_n_trials(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
-    """Raise :class:`SurplusTrialError` when ``n_trials`` trials created before ``trial`` are finished or still
-    running: with several workers, ``MaxTrialsCallback`` alone lets each worker start one trial past the count
-    (it checks only after a trial ends). Trial numbers are assigned by the storage in creation order, so every
-    worker agrees which trials are the first ``n_trials``."""
-    ahead = study.get_trials(deepcopy=False, states=(*FINISHED_STATES, optuna.trial.TrialState.RUNNING))
+def _stop_at_n_trials(study: optuna.Study, trial: optuna.Trial, n_trials: int, shared: bool) -> None:
+    """Raise :class:`SurplusTrialError` when ``n_trials`` trials created before ``trial`` are finished or (on a
+    shared storage) still running: with several workers, ``MaxTrialsCallback`` alone lets each worker start one
+    trial past the count (it checks only after a trial ends). Trial numbers are assigned by the storage in
+    creation order, so every worker agrees which trials are the first ``n_trials``.
+
+    RUNNING trials count only on a shared storage, where heartbeats fail a dead worker's trial first; in a
+    private ``study.db`` a RUNNING trial is one a crashed earlier sweep left behind, and never finishes.
+    """
+    states = (*FINISHED_STATES, optuna.trial.TrialState.RUNNING) if shared else FINISHED_STATES
+    ahead = study.get_trials(deepcopy=False, states=states)
     if sum(1 for t in ahead if t.number < trial.number) >= n_trials:
         trial.set_user_attr("surplus", f"{n_trials} trials were already finished or running in other workers")
         study.stop()
@@ -263,12 +268,12 @@ def _run_study(
 
     def objective_fn(trial: optuna.Trial) -> float:
         nonlocal ran
-        _stop_at_n_trials(study, trial, n_trials)
+        _stop_at_n_trials(study, trial, n_trials, config.optuna_sweep_storage is not None)
         hyperparameters = _sample(trial, variant_config["search_space"])
         trial_key = trial_key_hash(study_key, hyperparameters)
         trial.set_user_attr(contract.ATTR_TRIAL_KEY_HASH, trial_key)
         twin = completed_keys.get(trial_key)
-        if twin is None:
+        if twin is None and config.optuna_sweep_storage is not None:  # other workers' trials, not in the snapshot
             twin = _earlier_twin(study, trial, trial_key)
         if twin is not None:
             trial.set_user_attr("duplicate_of", twin)
