@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline.defs.sensors import SENSOR_TAG
 from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
+from benchmark_pipeline_tests.postgres_server import PostgresServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENSOR_SELECTOR = {"repositoryLocationName": "benchmark_pipeline", "repositoryName": "__repository__", "sensorName": "benchmark_sensor"}
@@ -53,10 +55,23 @@ def _wait_for(condition: Any, timeout_s: float, what: str, log: Path) -> Any:
 
 
 @pytest.fixture
-def dagster_home(tmp_path: Path) -> Path:
+def dagster_home(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The deployment's ``deploy/dagster.yaml`` on the test PostgreSQL server (run queue limits included);
+    a plain sqlite home where PostgreSQL is not installed."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    try:
+        postgres: PostgresServer | None = request.getfixturevalue("postgres_server")
+    except pytest.skip.Exception:
+        postgres = None
+    if postgres is None:
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        return home
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    # The file's own variables, for this process and for `dagster dev` (which inherits the environment).
+    for name, value in {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_HOST": "127.0.0.1",
+                        "DAGSTER_PG_DB": postgres.create_database("dagster_dev"), "DAGSTER_PG_PORT": str(postgres.port)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
     return home
 
 
@@ -147,6 +162,10 @@ def test_sensor_launches_missing_benchmarks_once_and_then_nothing(dagster_dev: d
         _wait_for(both_succeeded, 300, "the two sensor-launched benchmark runs to succeed", log)
         finished_at = time.time()
         assert sorted(r.tags["dagster/partition"] for r in sensor_runs()) == ["bilstm", "tiny_transformer"]
+        if "tag_concurrency_limits" in (dagster_dev["home"] / "dagster.yaml").read_text():
+            # deploy/dagster.yaml's benchmark pool (limit 1): the daemon started the second run after the first ended.
+            records = sorted(instance.get_run_records(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"})), key=lambda r: r.start_time)
+            assert records[0].end_time <= records[1].start_time, [(r.start_time, r.end_time) for r in records]
 
         # Later ticks see every key FINISHED in MLflow and launch nothing.
         def completed_ticks_since_runs() -> list[dict[str, Any]]:
