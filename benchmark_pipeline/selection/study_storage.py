@@ -33,23 +33,26 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 
 
-def open_rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None) -> optuna.storages.RDBStorage:
+def open_rdb_storage(
+    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None, attempts: int = OPEN_ATTEMPTS
+) -> optuna.storages.RDBStorage:
     """An :class:`~optuna.storages.RDBStorage` for ``url`` with a bounded pool, retried while another process
     creates the same schema (two workers starting on a fresh database race on Optuna's ``alembic_version``
     row and tables: a ``UNIQUE constraint`` or ``duplicate key`` error for the loser, which then finds them).
 
     ``pool_pre_ping`` replaces connections the database server dropped (a restart, an idle timeout).
+    ``attempts=1`` for readers: a corrupt or foreign database fails at once instead of being retried.
     """
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if not _is_sqlite(url):
         engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
+    for attempt in range(1, attempts + 1):
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as error:
-            if attempt == OPEN_ATTEMPTS:
+            if attempt == attempts:
                 raise
             logger.info("Optuna storage %s is being created by another process (%s); retrying", url, type(error).__name__)
             time.sleep(0.2 * attempt)
@@ -75,7 +78,7 @@ class StudyStorages:
     def get(self, url: str) -> optuna.storages.RDBStorage:
         storage = self._storages.get(url)
         if storage is None:
-            storage = self._storages[url] = open_rdb_storage(url)
+            storage = self._storages[url] = open_rdb_storage(url, attempts=1)
         return storage
 
     def close(self) -> None:
