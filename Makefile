@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean browser
+.PHONY: demo test lint install clean browser postgres
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,21 @@ browser:
 	  else echo "WARNING: chromium is missing and this is not root: install it (apt-get install chromium) or test_ui_browser fails"; fi; \
 	fi
 
+# The deployment tests (Dagster, MLflow and Optuna on PostgreSQL) start a real server from Debian's postgresql
+# binaries; install them where missing (needs root and Debian's apt), else those tests skip and say why.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (apt-get) for the deployment tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "WARNING: PostgreSQL is missing and this is not root: install it (apt-get install postgresql) or the deployment tests skip"; fi; \
+	fi
+
 # Layer contracts (pyproject.toml [tool.importlinter]): the core imports neither Dagster nor the demo.
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(VENV)/bin/python -m pytest -q -ra --durations=15
 
 clean:

@@ -55,7 +55,7 @@ TOP_LEVEL_KEYS = (
     "environment", "root_dir", "backbones", "mlflow", "optuna", "hpo_output_dir", "data_config", "hpo_config", "benchmark_config",
 )  # fmt: skip
 MLFLOW_KEYS = ("tracking_uri", "hpo_experiment_prefix", "benchmark_experiment", "timeout_s", "max_retries")
-OPTUNA_KEYS = ("storages",)
+OPTUNA_KEYS = ("storages", "sweep_storage")
 OBJECTIVE_KEYS = ("metric", "direction")
 BENCHMARK_CONFIG_KEYS = (
     "batch_sizes", "iterations", "warmup", "max_length", "device", "min_duration_s", "intra_op_threads", "backends",
@@ -104,6 +104,9 @@ class PipelineConfig:
     benchmark_config: dict[str, Any]
     optuna_storages: tuple[str, ...] = ()
     source_path: str = field(default="<dict>", compare=False)
+    #: ``optuna.sweep_storage``: where the embedded demo's sweeps keep their studies (an Optuna storage URL,
+    #: e.g. a team's Postgres); ``None``: a sqlite ``study.db`` per study folder. Retrieval reads it too.
+    optuna_sweep_storage: str | None = None
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -123,7 +126,8 @@ class PipelineConfig:
         return {
             "tracking_uri": self.mlflow.tracking_uri,
             "hpo_output_dir": str(self.hpo_output_dir),
-            "optuna_storages": list(self.optuna_storages),
+            "optuna_storages": list(self.optuna_storages)
+            + ([self.optuna_sweep_storage] if self.optuna_sweep_storage and self.optuna_sweep_storage not in self.optuna_storages else []),
             "mlflow_timeout_s": self.mlflow.timeout_s,
         }
 
@@ -373,6 +377,9 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
     storages = optuna_raw.get("storages") or [] if isinstance(optuna_raw, dict) else None
     if not isinstance(storages, list) or not all(isinstance(s, str) for s in storages):
         raise ConfigError("config.optuna.storages must be a list of Optuna storage URLs")
+    sweep_storage = optuna_raw.get("sweep_storage") if isinstance(optuna_raw, dict) else None
+    if sweep_storage is not None and (not isinstance(sweep_storage, str) or "://" not in sweep_storage):
+        raise ConfigError(f"config.optuna.sweep_storage must be an Optuna storage URL (e.g. postgresql://host/db) or null, got {sweep_storage!r}")
 
     data_config = validate_data_config(raw.get("data_config"))
     hpo_config = validate_hpo_config(raw.get("hpo_config"))
@@ -389,6 +396,7 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
         benchmark_config=benchmark_config,
         optuna_storages=tuple(storages),
         source_path=source_path,
+        optuna_sweep_storage=sweep_storage,
     )
 
 

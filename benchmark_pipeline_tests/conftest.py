@@ -12,6 +12,8 @@ Fixtures here:
   whose MLflow experiment names are unique per call, so tests sharing the server never see each other's runs.
 * ``demo_sweeps`` (session): real sweeps of 2 backbones x 2 variants x 3 trials in one root; READ-ONLY for the
   tests that use it (copy what you need to change).
+* ``postgres_server`` (session): a real PostgreSQL server (:class:`~benchmark_pipeline_tests.postgres_server.PostgresServer`);
+  each test creates its own database in it.
 
 Helpers (plain functions, importable as ``from benchmark_pipeline_tests.conftest import ...``):
 ``free_port``, ``deep_merge``.
@@ -45,6 +47,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from benchmark_pipeline.config import PipelineConfig, config_from_dict  # noqa: E402
+from benchmark_pipeline_tests.postgres_server import PostgresServer, postgres_unavailable_reason  # noqa: E402
 
 #: Seconds to wait for the MLflow server to answer ``GET /health`` (slow, loaded CI machines included).
 MLFLOW_STARTUP_TIMEOUT_S = 90.0
@@ -176,14 +179,16 @@ def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
 
 
 class MlflowServer:
-    """A real ``mlflow server`` process (sqlite backend and artifacts under ``base``) on 127.0.0.1.
+    """A real ``mlflow server`` process (sqlite backend, or ``backend_store_uri``, and proxied artifacts under
+    ``base``) on 127.0.0.1.
 
     ``start()`` waits for ``GET /health``; ``kill()`` SIGKILLs it (a real outage); ``start()`` again brings it
     back on the same port with the same store. The server's output goes to ``mlflow-server.log`` in ``base``.
     """
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(self, base: Path, port: int | None = None, backend_store_uri: str | None = None) -> None:
         self.base = base
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{base / 'mlflow.db'}"
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "mlflow-server.log"
@@ -194,7 +199,8 @@ class MlflowServer:
         command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
         command += [
             "server",
-            "--backend-store-uri", f"sqlite:///{self.base / 'mlflow.db'}",
+            "--backend-store-uri", self.backend_store_uri,
+            "--serve-artifacts",
             "--artifacts-destination", str(self.base / "artifacts"),
             "--host", "127.0.0.1",
             "--port", str(self.port),
@@ -354,3 +360,25 @@ def demo_sweeps(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) ->
         for variant in config.variants
     }
     return DemoSweeps(config=config, summaries=summaries)
+
+
+# ------------------------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian's ``postgresql``) on 127.0.0.1 for the whole session, stopped and
+    removed at the end; tests take their own database with ``postgres_server.create_database()``.
+
+    Skips, printing what to install, where PostgreSQL is missing (``make test`` installs it when run as root).
+    """
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        print(f"\nSKIPPING the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    server = PostgresServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

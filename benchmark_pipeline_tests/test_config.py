@@ -101,6 +101,7 @@ def _expect_error(raw: Any, *fragments: str) -> str:
         ({"mlflow": "http://x"}, ("config.mlflow must be a mapping",)),
         ({"mlflow": {"tracking_uri": 5000}}, ("config.mlflow.tracking_uri must be a string",)),
         ({"optuna": {"storages": "sqlite:///x.db"}}, ("config.optuna.storages",)),
+        ({"optuna": {"sweep_storage": "/data/optuna.db"}}, ("config.optuna.sweep_storage", "storage URL", "'/data/optuna.db'")),
         ({"benchmark_config": None}, ("benchmark_config must be a mapping", "NoneType")),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,11 +20,14 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from benchmark_pipeline.config import load_config
+from benchmark_pipeline.defs.io_managers import JsonIOManager, default_io_base_path
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline.defs.sensors import SENSOR_TAG
 from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
+from benchmark_pipeline_tests.postgres_server import PostgresServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENSOR_SELECTOR = {"repositoryLocationName": "benchmark_pipeline", "repositoryName": "__repository__", "sensorName": "benchmark_sensor"}
@@ -51,10 +55,23 @@ def _wait_for(condition: Any, timeout_s: float, what: str, log: Path) -> Any:
 
 
 @pytest.fixture
-def dagster_home(tmp_path: Path) -> Path:
+def dagster_home(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The deployment's ``deploy/dagster.yaml`` on the test PostgreSQL server (run queue limits included);
+    a plain sqlite home where PostgreSQL is not installed."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    try:
+        postgres: PostgresServer | None = request.getfixturevalue("postgres_server")
+    except pytest.skip.Exception:
+        postgres = None
+    if postgres is None:
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        return home
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    # The file's own variables, for this process and for `dagster dev` (which inherits the environment).
+    for name, value in {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_HOST": "127.0.0.1",
+                        "DAGSTER_PG_DB": postgres.create_database("dagster_dev"), "DAGSTER_PG_PORT": str(postgres.port)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
     return home
 
 
@@ -63,7 +80,12 @@ def dagster_dev(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, dag
     config_path, raw = demo_sweeps.private_config_file(tmp_path)
 
     # Select the best trials first (in this process, on the same instance), so the sensor has keys to check.
-    resources = {"settings": PipelineSettings(config_path=str(config_path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+    resources = {
+        "settings": PipelineSettings(config_path=str(config_path)),
+        "mlflow": MlflowResource(tracking_uri=mlflow_server),
+        # where the code location's runs will read the selections from (its default base path)
+        "io_manager": JsonIOManager(base_path=default_io_base_path(load_config(config_path, env={}))),
+    }
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
         instance.add_dynamic_partitions("variant", ["v1", "v2"])
@@ -140,6 +162,10 @@ def test_sensor_launches_missing_benchmarks_once_and_then_nothing(dagster_dev: d
         _wait_for(both_succeeded, 300, "the two sensor-launched benchmark runs to succeed", log)
         finished_at = time.time()
         assert sorted(r.tags["dagster/partition"] for r in sensor_runs()) == ["bilstm", "tiny_transformer"]
+        if "tag_concurrency_limits" in (dagster_dev["home"] / "dagster.yaml").read_text():
+            # deploy/dagster.yaml's benchmark pool (limit 1): the daemon started the second run after the first ended.
+            records = sorted(instance.get_run_records(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"})), key=lambda r: r.start_time)
+            assert records[0].end_time <= records[1].start_time, [(r.start_time, r.end_time) for r in records]
 
         # Later ticks see every key FINISHED in MLflow and launch nothing.
         def completed_ticks_since_runs() -> list[dict[str, Any]]:
@@ -148,7 +174,8 @@ def test_sensor_launches_missing_benchmarks_once_and_then_nothing(dagster_dev: d
         _wait_for(lambda: len(completed_ticks_since_runs()) >= 2, 90, "two more completed sensor ticks", log)
         later = completed_ticks_since_runs()
         assert all(t["status"] == "SKIPPED" and not t["runIds"] for t in later), later
-        assert "2 already benchmarked" in later[-1]["skipReason"]
+        reason = later[-1]["skipReason"]
+        assert "already benchmarked: bilstm (key " in reason and "tiny_transformer (key " in reason, reason
         assert len(sensor_runs()) == 2
 
     experiment = client.get_experiment_by_name(dagster_dev["config"]["mlflow"]["benchmark_experiment"])

@@ -342,3 +342,19 @@ def test_load_split_rejects_a_file_without_examples(tmp_path: Path, text: str) -
 def test_load_split_reports_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"cannot read test data .*absent\.jsonl"):
         load_split(tmp_path / "absent.jsonl", 8)
+
+
+def test_a_trial_left_running_by_a_crashed_sweep_does_not_stop_the_rerun_short(
+    make_config: Callable[..., PipelineConfig], tmp_path: Path, mlflow_client: MlflowClient
+) -> None:
+    config = make_config(tmp_path, backbones=["bilstm"], hpo_config={"variants": {"v2": None}})
+    config.hpo_config["variants"]["v1"]["n_trials"] = 2
+    variant_config = config.hpo_config["variants"]["v1"]
+    study_key = study_key_hash("bilstm", "v1", data_fingerprint(config.data_config), variant_config, config.objective)
+    folder = contract.study_dir(config.hpo_output_dir, "bilstm", study_key)
+    folder.mkdir(parents=True)
+    # What a sweep killed mid-trial leaves in its private study.db: a RUNNING trial nobody will finish.
+    crashed = optuna.create_study(study_name=contract.study_name("bilstm", "v1"), storage=f"sqlite:///{folder / contract.STUDY_DB_FILE}", direction="maximize")
+    crashed.ask()
+    summary = run_sweep(config, "bilstm", "v1", client=mlflow_client, progress=_quiet)
+    assert summary.trials_in_study == 2 and summary.trials_run_now == 2

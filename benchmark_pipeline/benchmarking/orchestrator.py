@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_ca
 from benchmark_pipeline.benchmarking.claims import benchmark_claim
 from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, finished_keys
 from benchmark_pipeline.benchmarking.keys import key_for_trial
+from benchmark_pipeline.benchmarking.leases import mlflow_lease
 from benchmark_pipeline.benchmarking.mlflow_logging import (
     log_benchmark_result,
     pending_keys,
@@ -161,14 +163,32 @@ class _Stores:
         found = find_existing_benchmark(key, dict(self.experiment), self.root_dir, self.environment, self.client)
         return None if found is None else {**found, "status": "existing", "cache_path": str(cache_path(self.cache_directory, key))}
 
-    def start_run(self, key: str, hpo_run_id: str | None) -> str | None:
-        if self.client is None or self.experiment_id is None:
-            return None
-        try:
-            return start_benchmark_run(self.client, self.experiment_id, key, hpo_run_id)
-        except (MlflowException, OSError) as error:
-            logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
-            return None
+    @contextlib.contextmanager
+    def leased_run(self, key: str, hpo_run_id: str | None) -> Iterator[tuple[bool, str | None]]:
+        """``(go, run_id)``: whether to measure, and the key's RUNNING run, held as its MLflow lease across
+        machines (:mod:`~benchmark_pipeline.benchmarking.leases`; the local flock, already held, is the
+        same-host fast path). ``go`` is False when another machine finished the key meanwhile. Without
+        MLflow, or when the run cannot be created, the result goes to the cache only (``run_id`` None)."""
+        client, experiment_id = self.client, self.experiment_id
+        if client is None or experiment_id is None:
+            yield True, None
+            return
+        with contextlib.ExitStack() as lease:
+            try:
+                run_id = lease.enter_context(
+                    mlflow_lease(
+                        client, experiment_id, key,
+                        create_run=lambda: start_benchmark_run(client, experiment_id, key, hpo_run_id),
+                        is_done=lambda: self.existing(key) is not None,
+                        # the flock held here reaches this host's processes sharing this cache folder
+                        scope=f"{socket.gethostname()}:{self.cache_directory.resolve()}",
+                    )
+                )  # fmt: skip
+            except (MlflowException, OSError) as error:
+                logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
+                yield True, None
+                return
+            yield run_id is not None, run_id
 
     def end_run(self, run_id: str | None, status: str, error: str) -> None:
         """Close a run that holds no result (FAILED, or KILLED on an interrupt), with the reason as its tag."""
@@ -285,7 +305,12 @@ def benchmark_best_trials(
                 if found is not None:
                     logger.info("benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id"))
                     return found
-                return _run_and_persist(stores, key, trial_info, allowed_roots, test_data, data_config, benchmark_config, progress)
+                with stores.leased_run(key, trial_info.get("run_id")) as (go, run_id):
+                    if not go:
+                        found = stores.existing(key)
+                        logger.info("benchmark %s was made on another machine meanwhile (MLflow run %s); not run again", key, found and found.get("mlflow_run_id"))
+                        return found
+                    return _run_and_persist(stores, key, run_id, trial_info, allowed_roots, test_data, data_config, benchmark_config, progress)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:
@@ -303,6 +328,7 @@ def benchmark_best_trials(
 def _run_and_persist(
     stores: _Stores,
     key: str,
+    run_id: str | None,
     trial_info: dict[str, Any],
     allowed_roots: Sequence[Path],
     test_data: Path | None,
@@ -310,7 +336,6 @@ def _run_and_persist(
     benchmark_config: Mapping[str, Any],
     progress: ProgressCallback | None,
 ) -> dict[str, Any]:
-    run_id = stores.start_run(key, trial_info.get("run_id"))
     try:
         with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
             model_dir = resolve_model_dir(trial_info, allowed_roots, stores.client, Path(download_root))

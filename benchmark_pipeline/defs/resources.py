@@ -1,4 +1,4 @@
-"""Dagster resources: the pipeline settings and an MLflow client factory.
+"""Dagster resources: the pipeline settings, an MLflow client factory and the JSON IO manager.
 
 Each asset asks :class:`MlflowResource` for its own ``MlflowClient`` bound to an explicit tracking URI:
 MLflow's fluent API keeps the active run and URI in process-global state, which Dagster's multiprocess
@@ -13,6 +13,7 @@ import dagster as dg
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, PipelineConfig, load_config
+from benchmark_pipeline.defs.io_managers import IO_BASE_PATH_ENV, JsonIOManager, default_io_base_path
 from benchmark_pipeline.tracking import make_client
 
 
@@ -40,11 +41,14 @@ class MlflowResource(dg.ConfigurableResource):
         return make_client(self.tracking_uri, self.timeout_s, self.max_retries)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManagerFactory]:
     """Resources for this deployment: the tracking URI comes from ``$MLFLOW_TRACKING_URI`` when set (shown
-    as an environment variable in the UI, never baked in), else from the config file."""
+    as an environment variable in the UI, never baked in), else from the config file; asset outputs go to
+    ``$BENCHMARK_PIPELINE_IO_BASE_PATH`` when set, else to a local folder (:mod:`benchmark_pipeline.defs.io_managers`)."""
     settings = PipelineSettings(config_path=os.environ.get("BENCHMARK_PIPELINE_CONFIG") or None)
+    config = settings.load()
     tracking_uri: str | dg.EnvVar
-    mlflow = settings.load().mlflow
-    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else mlflow.tracking_uri
-    return {"settings": settings, "mlflow": MlflowResource(tracking_uri=tracking_uri, timeout_s=mlflow.timeout_s, max_retries=mlflow.max_retries)}
+    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else config.mlflow.tracking_uri
+    base_path: str | dg.EnvVar = dg.EnvVar(IO_BASE_PATH_ENV) if os.environ.get(IO_BASE_PATH_ENV) else default_io_base_path(config)
+    mlflow = MlflowResource(tracking_uri=tracking_uri, timeout_s=config.mlflow.timeout_s, max_retries=config.mlflow.max_retries)
+    return {"settings": settings, "mlflow": mlflow, "io_manager": JsonIOManager(base_path=base_path)}

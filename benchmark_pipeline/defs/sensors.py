@@ -12,8 +12,15 @@
 
 Retries: Dagster never launches two runs with the same ``run_key``, which would block a failed benchmark
 forever. The run key is therefore ``{benchmark_key}#attempt-{n}``, ``n`` being the number of failed runs of
-that key so far; after :data:`MAX_BENCHMARK_ATTEMPTS` failures the key is left alone (and counted in the
-skip reason) until a person looks. A FINISHED key is never requested again.
+that key so far; after :data:`MAX_BENCHMARK_ATTEMPTS` failures the key is left alone (and named in the
+skip reason) until a person looks. A key with a FINISHED MLflow run (or a cache entry) is never requested.
+
+Generations: a key whose result is missing again after a successful run (the MLflow run deleted, the cache
+gone) is requested again under a new run key, ``{benchmark_key}#generation-{g}#attempt-{n}``, ``g`` being the
+number of successful runs of that key; after :data:`MAX_BENCHMARK_GENERATIONS` successful runs whose result
+did not stay, the key is left alone and named in the skip reason (something keeps deleting it).
+
+The skip reason names every skipped partition and key, grouped by why it was skipped.
 """
 
 
@@ -33,6 +40,8 @@ from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_
 from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable, resolve_experiment_id
 
 MAX_BENCHMARK_ATTEMPTS = 3
+#: Successful runs of one key after which a result that went missing again is no longer re-requested.
+MAX_BENCHMARK_GENERATIONS = 3
 #: Seconds between ``benchmark_sensor`` ticks ($BENCHMARK_PIPELINE_SENSOR_INTERVAL_S, default 60).
 SENSOR_INTERVAL_S = int(os.environ.get("BENCHMARK_PIPELINE_SENSOR_INTERVAL_S", "60"))
 SENSOR_TAG = "benchmark_pipeline/sensor"
@@ -57,6 +66,21 @@ def latest_selection_key(instance: dg.DagsterInstance, asset_name: str, partitio
 def _runs_by_key(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatus]) -> Counter[str]:
     runs = instance.get_runs(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"}, statuses=statuses))
     return Counter(run.tags.get(RUN_KEY_TAG, "") for run in runs)
+
+
+def benchmark_run_key(benchmark_key: str, generation: int, attempt: int) -> str:
+    """The sensor's run key: new for every retry after a failure and every re-request after a success."""
+    return f"{benchmark_key}#attempt-{attempt}" if generation == 0 else f"{benchmark_key}#generation-{generation}#attempt-{attempt}"
+
+
+def skip_summary(skipped: dict[str, list[str]]) -> str:
+    """``"already benchmarked: bilstm (key 1a2b…); running: …"``: what was skipped, grouped by why."""
+    return "; ".join(f"{why}: {', '.join(sorted(what))}" for why, what in sorted(skipped.items())) or "none skipped"
+
+
+def _label(partition: Any, key: str) -> str:
+    name = "|".join(partition.keys_by_dimension[d] for d in sorted(partition.keys_by_dimension)) if isinstance(partition, dg.MultiPartitionKey) else str(partition)
+    return f"{name} (key {key[:12]}…)"
 
 
 @dg.sensor(
@@ -96,27 +120,33 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
             context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
     finished = finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment()))
     failed = _runs_by_key(instance, [dg.DagsterRunStatus.FAILURE])
+    succeeded = _runs_by_key(instance, [dg.DagsterRunStatus.SUCCESS])
     running = _runs_by_key(instance, _IN_PROGRESS)
-    requests, counts = [], Counter[str]()
+    requests: list[dg.RunRequest] = []
+    skipped: dict[str, list[str]] = {}
     requested_keys: set[str] = set()
     for job_name, partition, key in wanted:
         if key in finished or read_cache_entry(cache, key) is not None:
-            counts["already benchmarked"] += 1
+            why = "already benchmarked"
         elif running[key] or key in requested_keys:
-            counts["running"] += 1
+            why = "running or requested"
         elif failed[key] >= MAX_BENCHMARK_ATTEMPTS:
-            counts[f"failed {MAX_BENCHMARK_ATTEMPTS} times"] += 1
+            why = f"failed {MAX_BENCHMARK_ATTEMPTS} times, left for a person to look at"
+        elif succeeded[key] >= MAX_BENCHMARK_GENERATIONS:
+            why = f"result lost again after {MAX_BENCHMARK_GENERATIONS} successful runs, left for a person to look at"
         else:
             requested_keys.add(key)
             requests.append(
                 dg.RunRequest(
                     job_name=job_name,
                     partition_key=partition,
-                    run_key=f"{key}#attempt-{failed[key]}",
+                    run_key=benchmark_run_key(key, succeeded[key], failed[key]),
                     tags={SENSOR_TAG: "benchmark_sensor", RUN_KEY_TAG: key},
                 )
             )
-    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none skipped"
+            continue
+        skipped.setdefault(why, []).append(_label(partition, key))
+    summary = skip_summary(skipped)
     if not requests:
         return dg.SkipReason(f"nothing to benchmark across {len(wanted)} partitions: {summary}")
     context.log.info(f"requesting {len(requests)} benchmark(s); {summary}")

@@ -11,6 +11,11 @@ For each trial, in this order (so a crash never leaves a trial that *looks* comp
 
 Rerunning a sweep is idempotent: it runs only the trials the study still lacks (COMPLETE and PRUNED trials
 count), and a trial whose identity already has a FINISHED run and a ``metrics.json`` is reused, not retrained.
+
+Several workers (processes, machines) may run one sweep at once on a shared storage (``optuna.sweep_storage``,
+e.g. Postgres): together they stop at exactly ``n_trials`` COMPLETE + PRUNED trials (:func:`_stop_at_n_trials`),
+the storage's schema and the study are created once whoever comes first (retries and ``load_if_exists``), and
+heartbeats let a live worker fail and replace the RUNNING trial of a worker that died.
 Two trials that sample identical hyperparameters would share one ``trial_key_hash``; the second is pruned
 (user attribute ``duplicate_of``) instead of writing a second record of the same identity.
 """
@@ -21,6 +26,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +45,7 @@ from benchmark_pipeline.demo.models import build_model, model_meta
 from benchmark_pipeline.demo.settings import validate_demo_config
 from benchmark_pipeline.demo.onnx_export import export_onnx
 from benchmark_pipeline.demo.training import macro_f1, predict, train_model
+from benchmark_pipeline.selection.study_storage import close_storage, open_rdb_storage
 from benchmark_pipeline.tracking import (
     default_artifact_location,
     get_or_create_experiment,
@@ -49,6 +56,19 @@ from benchmark_pipeline.tracking import (
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
+
+#: Seconds between a RUNNING trial's heartbeats in a shared sweep storage ($BENCHMARK_PIPELINE_SWEEP_HEARTBEAT_S,
+#: default 30), and how long without one before another worker marks that trial FAIL (its worker died) so the
+#: study runs a replacement: :data:`SWEEP_HEARTBEAT_GRACE_FACTOR` heartbeats.
+SWEEP_HEARTBEAT_ENV = "BENCHMARK_PIPELINE_SWEEP_HEARTBEAT_S"
+SWEEP_HEARTBEAT_INTERVAL_S = 30
+SWEEP_HEARTBEAT_GRACE_FACTOR = 4
+#: Trials that count towards ``n_trials`` (a FAIL trial is retried; a PRUNED one is a duplicate, done).
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+class SurplusTrialError(RuntimeError):
+    """Raised inside a trial that other workers' trials made unnecessary; Optuna records it as FAIL."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,39 @@ def study_storage_url(study_directory: Path) -> str:
     return f"sqlite:///{study_directory / contract.STUDY_DB_FILE}"
 
 
+def sweep_storage_url(config: PipelineConfig, study_directory: Path) -> str:
+    """``optuna.sweep_storage`` when configured (shared by all sweeps and workers), else the study's ``study.db``."""
+    return config.optuna_sweep_storage or study_storage_url(study_directory)
+
+
+def _stop_at_n_trials(study: optuna.Study, trial: optuna.Trial, n_trials: int, shared: bool) -> None:
+    """Raise :class:`SurplusTrialError` when ``n_trials`` trials created before ``trial`` are finished or (on a
+    shared storage) still running: with several workers, ``MaxTrialsCallback`` alone lets each worker start one
+    trial past the count (it checks only after a trial ends). Trial numbers are assigned by the storage in
+    creation order, so every worker agrees which trials are the first ``n_trials``.
+
+    RUNNING trials count only on a shared storage, where heartbeats fail a dead worker's trial first; in a
+    private ``study.db`` a RUNNING trial is one a crashed earlier sweep left behind, and never finishes.
+    """
+    states = (*FINISHED_STATES, optuna.trial.TrialState.RUNNING) if shared else FINISHED_STATES
+    ahead = study.get_trials(deepcopy=False, states=states)
+    if sum(1 for t in ahead if t.number < trial.number) >= n_trials:
+        trial.set_user_attr("surplus", f"{n_trials} trials were already finished or running in other workers")
+        study.stop()
+        raise SurplusTrialError(f"trial {trial.number} is past n_trials={n_trials}")
+
+
+def _earlier_twin(study: optuna.Study, trial: optuna.Trial, trial_key: str) -> int | None:
+    """The number of an earlier COMPLETE or RUNNING trial (another worker's, maybe) with ``trial``'s identity.
+
+    Each trial records its ``trial_key_hash`` before training, so of two workers drawing the same
+    hyperparameters at once, both see the other and the later number yields: one record per identity.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    twins = [t.number for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number and t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH) == trial_key]
+    return min(twins) if twins else None
+
+
 def run_sweep(
     config: PipelineConfig,
     backbone: str,
@@ -113,19 +166,13 @@ def run_sweep(
         raise ValueError(f"variant {variant!r} is not in hpo_config.variants: {sorted(variants)}")
     report = progress or (lambda message: logger.info(message))
     client = client or make_client(config.mlflow.tracking_uri)
-    variant_config = variants[variant]
-    objective = config.objective
-    metric_name, direction = objective["metric"], objective.get("direction", "maximize")
-    data_fp = data_fingerprint(config.data_config)
-    study_key = study_key_hash(backbone, variant, data_fp, variant_config, objective)
-    name = contract.study_name(backbone, variant)
+    study_key = study_key_hash(backbone, variant, data_fingerprint(config.data_config), variants[variant], config.objective)
     study_directory = contract.study_dir(config.hpo_output_dir, backbone, study_key)
     study_directory.mkdir(parents=True, exist_ok=True)
-    storage = study_storage_url(study_directory)
+    storage = sweep_storage_url(config, study_directory)
 
     dataset = write_dataset(config.data_config, config.root_dir)
     max_length = int(config.data_config["max_length"])
-    vocab_size = int(config.data_config["vocab_size"])
     train, validation = load_split(dataset.train, max_length), load_split(dataset.validation, max_length)
     experiment_id = get_or_create_experiment(
         client, config.mlflow.hpo_experiment_name(backbone), default_artifact_location(config.mlflow.tracking_uri, config.root_dir)
@@ -133,15 +180,67 @@ def run_sweep(
 
     hpo_seed = int(config.hpo_config.get("seed", 0))
     sampler = optuna.samplers.TPESampler(seed=hpo_seed, n_startup_trials=4)
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler, load_if_exists=True)
+    shared = config.optuna_sweep_storage is not None
+    heartbeat = int(os.environ.get(SWEEP_HEARTBEAT_ENV) or SWEEP_HEARTBEAT_INTERVAL_S)
+    with warnings.catch_warnings():
+        # Optuna 5 still labels heartbeats experimental; they are the documented way to recover dead workers.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = open_rdb_storage(
+            storage,
+            heartbeat_interval=heartbeat if shared else None,
+            grace_period=heartbeat * SWEEP_HEARTBEAT_GRACE_FACTOR if shared else None,
+        )
+    try:
+        return _run_study(config, backbone, variant, client, report, rdb, storage, sampler, study_directory, experiment_id, train, validation)
+    finally:
+        close_storage(rdb)
+
+
+def _run_study(
+    config: PipelineConfig,
+    backbone: str,
+    variant: str,
+    client: MlflowClient,
+    report: ProgressCallback,
+    rdb: optuna.storages.RDBStorage,
+    storage: str,
+    sampler: optuna.samplers.BaseSampler,
+    study_directory: Path,
+    experiment_id: str,
+    train: Any,
+    validation: Any,
+) -> SweepSummary:
+    variant_config = config.hpo_config["variants"][variant]
+    objective = config.objective
+    metric_name, direction = objective["metric"], objective.get("direction", "maximize")
+    data_fp = data_fingerprint(config.data_config)
+    study_key = study_key_hash(backbone, variant, data_fp, variant_config, objective)
+    name = contract.study_name(backbone, variant)
+    max_length = int(config.data_config["max_length"])
+    vocab_size = int(config.data_config["vocab_size"])
+    hpo_seed = int(config.hpo_config.get("seed", 0))
+    # load_if_exists: a worker that loses the race to create the study loads the winner's.
+    study = optuna.create_study(study_name=name, storage=rdb, direction=direction, sampler=sampler, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise ValueError(f"study {name} in {storage} is {study.direction.name.lower()}, but the config asks to {direction}")
+    recorded_key = study.user_attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
+    if recorded_key is not None and recorded_key != study_key:
+        # In a shared storage one study name serves one study key; another key (new data, a changed search
+        # space) would mix two sweeps' trials under one set of attributes.
+        raise ValueError(
+            f"study {name} in {storage} belongs to study key {recorded_key[:12]}, not {study_key[:12]} (the data or "
+            f"hpo_config.variants.{variant} changed): use another optuna.sweep_storage database for the new sweep"
+        )
     previous_trials = len(study.get_trials(deepcopy=False))
     if previous_trials:
         # A resumed or extended sweep must not replay the seeded sampler from its first draw: it would suggest
         # the hyperparameters of trials 0, 1, ... again, and those trials would be pruned as duplicates. The
         # seed also depends on how many trials the study holds (a fresh sweep keeps seed ``hpo_seed``).
         study.sampler = optuna.samplers.TPESampler(seed=hpo_seed + 1_000_003 * previous_trials, n_startup_trials=4)
+    if config.optuna_sweep_storage is not None:
+        # Workers sharing a study would otherwise all draw the same seeded suggestions (pruned as duplicates
+        # of each other); a shared sweep is not reproducible draw by draw anyway, its trials interleave.
+        study.sampler = optuna.samplers.TPESampler(seed=hpo_seed + 1_000_003 * previous_trials + os.getpid(), n_startup_trials=4)
     for key, value in {
         contract.STUDY_ATTR_BACKBONE: backbone,
         contract.STUDY_ATTR_VARIANT: variant,
@@ -151,7 +250,7 @@ def run_sweep(
     }.items():
         study.set_user_attr(key, value)
 
-    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished_states = FINISHED_STATES
     existing = study.get_trials(deepcopy=False, states=finished_states)
     n_trials = int(variant_config["n_trials"])
     remaining = max(0, n_trials - len(existing))
@@ -169,12 +268,16 @@ def run_sweep(
 
     def objective_fn(trial: optuna.Trial) -> float:
         nonlocal ran
+        _stop_at_n_trials(study, trial, n_trials, config.optuna_sweep_storage is not None)
         hyperparameters = _sample(trial, variant_config["search_space"])
         trial_key = trial_key_hash(study_key, hyperparameters)
         trial.set_user_attr(contract.ATTR_TRIAL_KEY_HASH, trial_key)
-        if trial_key in completed_keys:
-            trial.set_user_attr("duplicate_of", completed_keys[trial_key])
-            raise optuna.TrialPruned(f"hyperparameters identical to trial {completed_keys[trial_key]}")
+        twin = completed_keys.get(trial_key)
+        if twin is None and config.optuna_sweep_storage is not None:  # other workers' trials, not in the snapshot
+            twin = _earlier_twin(study, trial, trial_key)
+        if twin is not None:
+            trial.set_user_attr("duplicate_of", twin)
+            raise optuna.TrialPruned(f"hyperparameters identical to trial {twin}")
         folder = contract.trial_dir(config.hpo_output_dir, backbone, study_key, trial_key)
         metrics_path = folder / contract.METRICS_FILE
         reusable = finished_runs.get(trial_key)
@@ -259,7 +362,13 @@ def run_sweep(
     if remaining:
         report(f"[{name}] running {remaining} of {n_trials} trials ({len(existing)} already finished)")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(objective_fn, n_trials=remaining)
+        study.optimize(
+            objective_fn,
+            n_trials=remaining,
+            # Other workers' trials count too: stop once the study holds n_trials finished trials.
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES)],
+            catch=(SurplusTrialError,),
+        )
     else:
         report(f"[{name}] all {n_trials} trials already finished; nothing to run")
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 
 from benchmark_pipeline import contract
 from benchmark_pipeline.selection.records import SOURCE_STUDY, UNSAFE_VALUE, SourceScan, TrialCandidate, is_finite_metric, unsafe_field
+from benchmark_pipeline.selection.study_storage import StudyStorages
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class StudyDirectionError(ValueError):
     """A study optimizes in the opposite direction from ``hpo_config["objective"]["direction"]``."""
 
 
-def _study_belongs_to(study: optuna.Study, backbone: str) -> bool:
+def _study_belongs_to(study: optuna.Study | optuna.study.FrozenStudy, backbone: str) -> bool:
     owner = study.user_attrs.get(contract.STUDY_ATTR_BACKBONE)
     if owner is not None:
         return owner == backbone
@@ -119,14 +120,20 @@ def scan_studies(
     extra_storages: Iterable[str] = (),
     studies: Iterable[optuna.Study] = (),
     data_fp: str | None = None,
+    storage_pool: StudyStorages | None = None,
 ) -> SourceScan:
     """Classify every trial of every study of ``backbone`` found in the storages (and in ``studies``).
 
     A ``sqlite:`` storage whose file does not exist is never opened (Optuna and SQLAlchemy would create an
     empty database there, and a mistyped path would look like a study with no trials): it is a WARNING,
     counted ``missing_storage``, and named in the scan's ``error``; with no other storage the source is
-    unavailable.
+    unavailable. Storages are opened through ``storage_pool`` (one per URL, shared by the whole retrieval; a
+    private pool, closed on return, when not given), and only the studies that belong to ``backbone`` are
+    loaded.
     """
+    if storage_pool is None:
+        with StudyStorages() as private_pool:
+            return scan_studies(backbone, hpo_dir, direction, extra_storages, studies, data_fp, private_pool)
     listed = study_storages(hpo_dir, backbone, extra_storages)
     storages, missing = [], []
     for storage in listed:
@@ -150,15 +157,16 @@ def scan_studies(
         return scan
     for storage in storages:
         try:
-            names = optuna.study.get_all_study_names(storage)
-            loaded = [optuna.load_study(study_name=name, storage=storage) for name in sorted(names)]
+            rdb = storage_pool.get(storage)
+            # The summaries (name and attributes) come in one query; only this backbone's studies are loaded.
+            names = sorted(summary.study_name for summary in rdb.get_all_studies() if _study_belongs_to(summary, backbone))
+            loaded = [optuna.load_study(study_name=name, storage=rdb) for name in names]
         except Exception as error:  # a corrupt or foreign database must not take the other sources down
             logger.warning("Optuna storage %s is unreadable for backbone %s: %s: %s", storage, backbone, type(error).__name__, error)
             scan.exclude("unreadable_storage")
             continue
         for study in loaded:
-            if _study_belongs_to(study, backbone):
-                _scan_study(scan, study, storage, direction, hpo_dir, data_fp)
+            _scan_study(scan, study, storage, direction, hpo_dir, data_fp)
     for study in given:
         if _study_belongs_to(study, backbone):
             _scan_study(scan, study, "<given study>", direction, hpo_dir, data_fp)

@@ -36,6 +36,7 @@ from benchmark_pipeline.selection._disk_source import scan_disk
 from benchmark_pipeline.selection.conflicts import resolve_duplicate_runs, value_conflicts
 from benchmark_pipeline.selection._mlflow_source import scan_mlflow
 from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
+from benchmark_pipeline.selection.study_storage import StudyStorages
 from benchmark_pipeline.selection.records import (
     SOURCE_DISK,
     SOURCE_MLFLOW,
@@ -89,11 +90,16 @@ def retrieve_from_study(
     storages: Iterable[str] = (),
     studies: Iterable[optuna.Study] = (),
     data_config: Mapping[str, Any] | None = None,
+    storage_pool: StudyStorages | None = None,
 ) -> SourceScan:
-    """Scan the Optuna studies of ``backbone``; raises :class:`StudyDirectionError` on a contrary direction."""
+    """Scan the Optuna studies of ``backbone``; raises :class:`StudyDirectionError` on a contrary direction.
+
+    ``storage_pool``: the storages (one connection pool per URL) to read through; pass one to share them
+    across backbones, as :func:`retrieve_best_trials` does.
+    """
     objective = validate_objective(hpo_config)
     data_fp = data_fingerprint(data_config) if data_config else None
-    return scan_studies(backbone, hpo_dir, objective["direction"], storages, studies, data_fp)
+    return scan_studies(backbone, hpo_dir, objective["direction"], storages, studies, data_fp, storage_pool)
 
 
 def retrieve_from_disk(
@@ -255,6 +261,25 @@ def retrieve_best_trials(
     studies = selection_config.get("optuna_studies") or {}
     storages = selection_config.get("optuna_storages") or ()
 
+    # One Optuna storage (one bounded connection pool) per URL for the whole retrieval, closed at the end.
+    with StudyStorages() as storage_pool:
+        return _retrieve_partitions(backbone_values, hpo_experiments, hpo_config, data_config, hpo_dir, client, timeout_s, studies, storages, storage_pool, objective, selection_scope)
+
+
+def _retrieve_partitions(
+    backbone_values: list[str],
+    hpo_experiments: dict[str, dict[str, str]],
+    hpo_config: dict[str, Any],
+    data_config: dict[str, Any],
+    hpo_dir: Path,
+    client: MlflowClient | None,
+    timeout_s: float,
+    studies: Mapping[str, optuna.Study],
+    storages: Iterable[str],
+    storage_pool: StudyStorages,
+    objective: Mapping[str, str],
+    selection_scope: str,
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     mlflow_outage: str | None = None
     for backbone in sorted(set(backbone_values), key=backbone_values.index):
@@ -265,7 +290,9 @@ def retrieve_best_trials(
             mlflow_scan = SourceScan(SOURCE_MLFLOW, backbone, available=False, error=mlflow_outage)
         scans = {
             SOURCE_MLFLOW: mlflow_scan,
-            SOURCE_STUDY: retrieve_from_study(backbone, hpo_dir, hpo_config, storages, [studies[backbone]] if backbone in studies else (), data_config),
+            SOURCE_STUDY: retrieve_from_study(
+                backbone, hpo_dir, hpo_config, storages, [studies[backbone]] if backbone in studies else (), data_config, storage_pool
+            ),
             SOURCE_DISK: retrieve_from_disk(backbone, hpo_dir, hpo_config, data_config),
         }
         if client is not None and not mlflow_scan.available and mlflow_outage is None:

@@ -1,0 +1,75 @@
+"""The code location's IO manager: asset outputs (the selected ``trial_info``, benchmark results) as JSON under
+a base path that is deployment config, so a run on another machine finds its upstream selection.
+
+Dagster's default IO manager pickles outputs under ``$DAGSTER_HOME/storage`` of the machine that ran the
+step; a benchmark run launched elsewhere then failed with ``FileNotFoundError: …/storage/best_trial/bilstm``
+(issue #13). Here the base path is a local folder by default (one machine, ``dagster dev``) and any fsspec URL
+(``s3://bucket/prefix``, ``gs://…``, through universal_pathlib; the filesystem's package, e.g. ``s3fs``,
+installed) or a shared mount in production: ``$BENCHMARK_PIPELINE_IO_BASE_PATH``. See docs/deployment.md for
+why an IO manager rather than reading the selection back from materialization metadata.
+
+Files are ``{base_path}/{asset}/{partition}.json`` (a backbone × variant partition: ``…/{backbone}/{variant}.json``),
+readable by people and by any language; every output of this project is plain JSON data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+from benchmark_pipeline.config import PipelineConfig
+
+#: Where the JSON outputs go (a folder or an fsspec URL); unset: :func:`default_io_base_path`.
+IO_BASE_PATH_ENV = "BENCHMARK_PIPELINE_IO_BASE_PATH"
+
+
+def default_io_base_path(config: PipelineConfig) -> str:
+    """``{root_dir}/outputs/dagster_io/{environment}``: fine on one machine, to be replaced by a shared URL
+    when runs are launched on others."""
+    return str(config.root_dir / "outputs" / "dagster_io" / config.environment)
+
+
+class JsonOutputError(TypeError):
+    """An asset output that is not JSON data (this IO manager stores JSON only)."""
+
+
+class JsonUPathIOManager(dg.UPathIOManager):
+    extension = ".json"
+
+    def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
+        # Partition keys are safe names (``[A-Za-z0-9._-]``, checked where they are registered); refuse anything
+        # that would climb out of the base path anyway.
+        if partition.startswith("/") or ".." in partition.split("/"):
+            raise ValueError(f"partition key {partition!r} cannot be stored under {base_path}")
+        return base_path / partition
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        try:
+            text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+        except (TypeError, ValueError) as error:
+            raise JsonOutputError(f"output of {context.asset_key.to_user_string()} is not JSON data ({error}); it cannot be stored at {path}") from None
+        if path.protocol in ("", "file", "local"):
+            # A reader on another machine (a shared mount) must never see half a file.
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, path)
+        else:
+            path.write_text(text, encoding="utf-8")  # object stores write whole objects
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+class JsonIOManager(dg.ConfigurableIOManagerFactory):
+    """Asset outputs as JSON files under ``base_path`` (a folder, or an fsspec URL such as ``s3://bucket/io``)."""
+
+    base_path: str = Field(description="Folder or fsspec URL (s3://, gs://, ...) every machine running steps can read and write.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Options for the fsspec filesystem (credentials, endpoint).")
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> JsonUPathIOManager:
+        return JsonUPathIOManager(base_path=UPath(self.base_path, **self.storage_options))
