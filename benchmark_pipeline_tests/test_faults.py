@@ -234,7 +234,7 @@ def test_a_full_disk_and_a_failing_mlflow_fail_the_trial_and_close_its_run(demo_
                 filler.write(b"x" * 1_000_000)
             except OSError:
                 pass
-        proxy.add("/api/2.0/mlflow/runs/log-batch", "status", code=503)  # logging fails; closing the run works
+        proxy.add("/api/2.0/mlflow-artifacts/", "status", code=503)  # benchmark.json cannot be logged; closing the run works
         with pytest.raises(BenchmarkFailedError) as raised:
             _benchmark(config, {"bilstm": best["bilstm"]}, client)
     finally:

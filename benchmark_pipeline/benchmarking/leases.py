@@ -84,6 +84,14 @@ def _heartbeat(client: MlflowClient, run_id: str, stop: threading.Event) -> None
             logger.warning("lease heartbeat of MLflow run %s failed: %s", run_id, error)
 
 
+def _abandon(client: MlflowClient, run_id: str) -> None:
+    try:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        client.delete_run(run_id)
+    except (MlflowException, OSError) as error:
+        logger.warning("could not close the abandoned lease run %s: %s", run_id, error)
+
+
 @contextlib.contextmanager
 def mlflow_lease(
     client: MlflowClient,
@@ -115,13 +123,17 @@ def mlflow_lease(
             return
         run_id = create_run()
         tags = {TAG_LEASE_OWNER: owner, TAG_LEASE_HEARTBEAT: f"{time.time():.0f}", **({TAG_LEASE_SCOPE: scope} if scope else {})}
-        client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
-        time.sleep(LEASE_SETTLE_S)
-        # Every live lease but the dead ones of this scope; this contender's own run among them.
-        holders = [
-            run for run in live_leases(client, experiment_id, benchmark_key)
-            if run.info.run_id == run_id or scope is None or run.data.tags.get(TAG_LEASE_SCOPE) != scope
-        ]  # fmt: skip
+        try:
+            client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
+            time.sleep(LEASE_SETTLE_S)
+            # Every live lease but the dead ones of this scope; this contender's own run among them.
+            holders = [
+                run for run in live_leases(client, experiment_id, benchmark_key)
+                if run.info.run_id == run_id or scope is None or run.data.tags.get(TAG_LEASE_SCOPE) != scope
+            ]  # fmt: skip
+        except BaseException:
+            _abandon(client, run_id)  # a run that never became a lease must not stay RUNNING
+            raise
         if holders and holders[0].info.run_id == run_id:
             break
         # Lost the race: this run must not look like a benchmark attempt; wait for the holder instead.
