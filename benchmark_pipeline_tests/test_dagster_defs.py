@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import load_config
 from benchmark_pipeline.defs.benchmark_assets import benchmark_result, benchmark_result_per_variant
+from benchmark_pipeline.defs.io_manager import PartitionsFilesystemIOManager
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, multi_key
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.schedules import per_variant_selection_refresh_schedule, selection_refresh_schedule
@@ -30,7 +31,11 @@ def dagster_setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -
     """A config file reading a private copy of the demo sweeps' folders (tests may break files in it),
     the demo's MLflow HPO experiments, and a benchmark experiment of its own."""
     path, raw = demo_sweeps.private_config_file(tmp_path)
-    resources = {"settings": PipelineSettings(config_path=str(path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+    resources = {
+        "settings": PipelineSettings(config_path=str(path)),
+        "mlflow": MlflowResource(tracking_uri=mlflow_server),
+        "io_manager": PartitionsFilesystemIOManager(),  # the code location's (default_resources)
+    }
     with dg.instance_for_test() as instance:  # a real sqlite-backed instance in a temporary DAGSTER_HOME
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
         instance.add_dynamic_partitions("variant", ["v1", "v2"])

@@ -8,11 +8,13 @@ and in-process executors would share between steps.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.config import PipelineConfig, load_config
+from benchmark_pipeline.defs.io_manager import PartitionsFilesystemIOManager
 from benchmark_pipeline.tracking import make_client
 
 
@@ -37,10 +39,12 @@ class MlflowResource(dg.ConfigurableResource):
         return make_client(self.tracking_uri)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources() -> dict[str, Any]:
     """Resources for this deployment: the tracking URI comes from ``$MLFLOW_TRACKING_URI`` when set (shown
-    as an environment variable in the UI, never baked in), else from the config file."""
+    as an environment variable in the UI, never baked in), else from the config file; the IO manager stores
+    single-run backfills' outputs (:mod:`~benchmark_pipeline.defs.io_manager`)."""
+
     settings = PipelineSettings(config_path=os.environ.get("BENCHMARK_PIPELINE_CONFIG") or None)
     tracking_uri: str | dg.EnvVar
     tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else settings.load().mlflow.tracking_uri
-    return {"settings": settings, "mlflow": MlflowResource(tracking_uri=tracking_uri)}
+    return {"settings": settings, "mlflow": MlflowResource(tracking_uri=tracking_uri), "io_manager": PartitionsFilesystemIOManager()}
