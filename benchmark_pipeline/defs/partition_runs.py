@@ -10,8 +10,8 @@ with one key. Whatever the number, each partition gets its own record:
   the UI);
 * **asset checks**: the check specs are partitioned like their asset. One partition: an ``AssetCheckResult``,
   which Dagster records against the run's partition. Several: Dagster takes one ``AssetCheckResult`` per
-  check and step, so each partition's verdict is logged as an ``AssetCheckEvaluation`` for that partition,
-  pointing at that partition's materialization;
+  check and step, so the step yields each check's (valueless) output once and logs each partition's verdict
+  as an ``AssetCheckEvaluation`` for that partition, pointing at that partition's materialization;
 * **value**: the value itself for one partition, ``{partition key: value}`` for several (the shape Dagster's
   IO managers load several partitions in; :mod:`~benchmark_pipeline.defs.io_manager` stores it);
 * **data version**: the benchmark key for one partition (so the UI's staleness follows the key exactly, see
@@ -90,18 +90,22 @@ def partition_outputs(context: dg.AssetExecutionContext, results: Mapping[str, P
     )
     # The output's materializations are stored by now (Dagster handles an output before resuming the step).
     targets = _latest_materializations(context, list(results))
-    specs = {spec.name: spec for spec in context.assets_def.check_specs}
+    selected = {spec.name: (output_name, spec) for output_name, spec in context.assets_def.check_specs_by_output_name.items()}
+    for output_name, _spec in selected.values():
+        yield dg.Output(None, output_name=output_name)  # the check's own (valueless) output, as an AssetCheckResult yields
     for partition, result in results.items():
         for check in result.checks:
+            if check.check_name not in selected:
+                continue
             context.log_event(
                 dg.AssetCheckEvaluation(
                     asset_key=context.asset_key,
-                    check_name=check.check_name or "",
+                    check_name=check.check_name,
                     passed=check.passed,
                     metadata=check.metadata,
                     severity=check.severity,
                     description=check.description,
-                    blocking=specs[check.check_name or ""].blocking,
+                    blocking=selected[check.check_name][1].blocking,
                     partition=str(partition),
                     target_materialization_data=targets.get(str(partition)),
                 )

@@ -81,7 +81,7 @@ def best_trial_per_variant(context: dg.AssetExecutionContext, settings: Pipeline
         raise dg.Failure(
             description=f"no eligible trial for {', '.join(missing)}: " + "; ".join(
                 f"backbone {b!r} has no eligible trial in variant {v!r}" for b, v in (split_pair_key(m) for m in missing)
-            ) + f". The backbone × variant partitions are a full cross-product, and only these variants have trials: "
+            ) + ". The backbone × variant partitions are a full cross-product, and only these variants have trials: "
             + ", ".join(f"{b}: {have[b]}" for b in backbones)
         )
     yield from partition_outputs(
