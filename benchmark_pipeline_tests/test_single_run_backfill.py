@@ -4,6 +4,9 @@ version, the sensor reading each partition's key afterwards, and the staleness D
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,35 @@ def test_a_backfill_of_every_backbone_is_one_run_and_each_partition_keeps_its_ow
     assert single.output_for_node("benchmark_result")["benchmark_key"] == keys["bilstm"]
     assert {c.partition for c in single.get_asset_check_evaluations()} == {"bilstm"}
     assert len(instance.get_runs()) == 4  # every materialize call above was one run
+
+    # A run that benchmarks nothing loads neither torch nor onnxruntime (nor matplotlib): a fresh process.
+    probe = subprocess.run(
+        [sys.executable, "-c", _NOTHING_TO_BENCHMARK, resources["settings"].config_path, resources["mlflow"].tracking_uri],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert report == {"statuses": ["skipped: already benchmarked"] * 2, "loaded": []}, report
+
+
+_NOTHING_TO_BENCHMARK = """
+import json, sys
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from benchmark_pipeline.defs.benchmark_assets import benchmark_result
+from benchmark_pipeline.defs.io_manager import PartitionsFilesystemIOManager
+from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.defs.selection_assets import best_trial
+
+resources = {"settings": PipelineSettings(config_path=sys.argv[1]), "mlflow": MlflowResource(tracking_uri=sys.argv[2]),
+             "io_manager": PartitionsFilesystemIOManager()}
+with dg.instance_for_test() as instance:
+    instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
+    tags = {ASSET_PARTITION_RANGE_START_TAG: "tiny_transformer", ASSET_PARTITION_RANGE_END_TAG: "bilstm"}
+    result = dg.materialize([best_trial, benchmark_result], instance=instance, resources=resources, tags=tags)
+    statuses = [e.materialization.metadata["status"].value for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("benchmark_result")]
+print(json.dumps({"statuses": statuses, "loaded": sorted(m for m in ("torch", "onnxruntime", "matplotlib") if m in sys.modules)}))
+"""
 
 
 def test_a_per_variant_backfill_benchmarks_only_the_missing_keys(dagster_setup: dict[str, Any]) -> None:
