@@ -20,9 +20,10 @@ from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import load_config
 from benchmark_pipeline.defs.benchmark_assets import benchmark_result, benchmark_result_per_variant
 from benchmark_pipeline.defs.partition_runs import range_data_version
+from benchmark_pipeline.defs.resources import MlflowResource
 from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
 from benchmark_pipeline.defs.sensors import benchmark_sensor
-from benchmark_pipeline_tests.conftest import benchmark_runs
+from benchmark_pipeline_tests.conftest import benchmark_runs, free_port
 
 DATA_VERSION_TAG = "dagster/data_version"
 ALL_BACKBONES = {ASSET_PARTITION_RANGE_START_TAG: "tiny_transformer", ASSET_PARTITION_RANGE_END_TAG: "bilstm"}  # registration order
@@ -191,3 +192,17 @@ def test_the_ui_shows_a_benchmark_out_of_date_exactly_when_its_key_changed(dagst
     rebuilt = dg.materialize(assets, selection=[benchmark_result], partition_key="bilstm", instance=instance, resources=resources)
     assert _materializations(rebuilt, "benchmark_result")["bilstm"].metadata["status"].value == "benchmarked"
     assert get_stale_status_resolver(instance, assets).get_status(dg.AssetKey("benchmark_result"), "bilstm") == StaleStatus.FRESH
+
+
+def test_with_mlflow_down_a_backfill_of_benchmarked_keys_reports_them_from_the_disk_cache(dagster_setup: dict[str, Any]) -> None:
+    """A real outage: the MLflow resource points at a port nothing listens on."""
+    resources, instance = dagster_setup["resources"], dagster_setup["instance"]
+    first = dg.materialize([best_trial, benchmark_result], instance=instance, resources=resources, tags=ALL_BACKBONES)
+    keys = {b: m.metadata["benchmark_key"].value for b, m in _materializations(first, "benchmark_result").items()}
+    down = {**resources, "mlflow": MlflowResource(tracking_uri=f"http://127.0.0.1:{free_port()}")}
+    again = dg.materialize([best_trial, benchmark_result], selection=[benchmark_result], instance=instance, resources=down, tags=ALL_BACKBONES)
+    assert again.success
+    results = _materializations(again, "benchmark_result")
+    assert {b: m.metadata["benchmark_key"].value for b, m in results.items()} == keys
+    assert {m.metadata["status"].value for m in results.values()} == {"skipped: already benchmarked"}
+    assert {b: m.metadata["mlflow_run_id"].value for b, m in results.items()} == {b: m.metadata["mlflow_run_id"].value for b, m in _materializations(first, "benchmark_result").items()}
