@@ -14,9 +14,10 @@ Fixtures here:
   tests that use it (copy what you need to change).
 * ``postgres_server`` (session): a real PostgreSQL server (:class:`~benchmark_pipeline_tests.postgres_server.PostgresServer`);
   each test creates its own database in it.
+* ``dagster_setup``: a private copy of those sweeps, the code location's resources and a real Dagster instance.
 
 Helpers (plain functions, importable as ``from benchmark_pipeline_tests.conftest import ...``):
-``free_port``, ``deep_merge``.
+``free_port``, ``deep_merge``, ``benchmark_runs``.
 """
 
 from __future__ import annotations
@@ -382,3 +383,41 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+# ------------------------------------------------------------------------------------------ dagster
+
+
+@pytest.fixture
+def dagster_setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A config file reading a private copy of the demo sweeps' folders (tests may break files in it),
+    the demo's MLflow HPO experiments, and a benchmark experiment of its own; the code location's resources
+    for it; a real sqlite-backed Dagster instance (temporary DAGSTER_HOME) with the demo's partitions
+    registered, backbones in the order ``tiny_transformer``, ``bilstm`` and variants ``v1``, ``v2``.
+
+    Yields ``{"config", "resources", "instance", "client"}``.
+    """
+    import dagster as dg
+
+    from benchmark_pipeline.config import load_config
+    from benchmark_pipeline.defs.io_managers import JsonIOManager, default_io_base_path
+    from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY
+    from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+
+    path, _raw = demo_sweeps.private_config_file(tmp_path)
+    resources = {
+        "settings": PipelineSettings(config_path=str(path)),
+        "mlflow": MlflowResource(tracking_uri=mlflow_server),
+        "io_manager": JsonIOManager(base_path=default_io_base_path(load_config(path, env={}))),  # as default_resources
+    }
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
+        instance.add_dynamic_partitions("variant", ["v1", "v2"])
+        instance.add_dynamic_partitions(PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"])
+        yield {"config": load_config(path, env={}), "resources": resources, "instance": instance, "client": MlflowClient(mlflow_server)}
+
+
+def benchmark_runs(client: MlflowClient, experiment_name: str) -> list[Any]:
+    """Every run (any status, deleted included) of the benchmark experiment."""
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name(experiment_name)
+    return [] if experiment is None else client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)

@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import pytest
-from mlflow.entities import ViewType
-from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.keys import key_for_trial
-from benchmark_pipeline.config import load_config
 from benchmark_pipeline.defs.benchmark_assets import benchmark_result, benchmark_result_per_variant
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, multi_key
-from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.defs.resources import MlflowResource
 from benchmark_pipeline.defs.schedules import per_variant_selection_refresh_schedule, selection_refresh_schedule
 from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
 from benchmark_pipeline.defs.sensors import MAX_BENCHMARK_ATTEMPTS, RUN_KEY_TAG, SENSOR_TAG, benchmark_sensor, partition_discovery_sensor
-from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
+from benchmark_pipeline_tests.conftest import DemoSweeps, benchmark_runs, free_port
 
 TICK = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.timezone.utc)
-
-
-@pytest.fixture
-def dagster_setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A config file reading a private copy of the demo sweeps' folders (tests may break files in it),
-    the demo's MLflow HPO experiments, and a benchmark experiment of its own."""
-    path, raw = demo_sweeps.private_config_file(tmp_path)
-    resources = {"settings": PipelineSettings(config_path=str(path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
-    with dg.instance_for_test() as instance:  # a real sqlite-backed instance in a temporary DAGSTER_HOME
-        instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
-        instance.add_dynamic_partitions("variant", ["v1", "v2"])
-        instance.add_dynamic_partitions(PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"])
-        yield {"config": load_config(path, env={}), "resources": resources, "instance": instance, "client": MlflowClient(mlflow_server)}
-
-
-def _benchmark_runs(client: MlflowClient, experiment_name: str) -> list[Any]:
-    experiment = client.get_experiment_by_name(experiment_name)
-    return [] if experiment is None else client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
 
 
 def _materialization(result: dg.ExecuteInProcessResult, asset: str) -> dg.AssetMaterialization:
@@ -80,7 +57,7 @@ def test_best_trial_then_benchmark_then_skip(dagster_setup: dict[str, Any]) -> N
     assert benchmarked.metadata["mlflow_run"].value.startswith(resources["mlflow"].tracking_uri)
     checks = {c.check_name: c for c in first.get_asset_check_evaluations()}
     assert checks["sources_agree"].passed and checks["provider_matches_config"].passed
-    runs_after_first = _benchmark_runs(client, config.mlflow.benchmark_experiment)
+    runs_after_first = benchmark_runs(client, config.mlflow.benchmark_experiment)
     assert [r.info.status for r in runs_after_first] == ["FINISHED"]
     assert runs_after_first[0].data.tags["benchmark_key"] == key
 
@@ -88,7 +65,7 @@ def test_best_trial_then_benchmark_then_skip(dagster_setup: dict[str, Any]) -> N
     skipped = _materialization(second, "benchmark_result")
     assert skipped.metadata["status"].value.startswith("skipped")
     assert skipped.metadata["mlflow_run_id"].value == runs_after_first[0].info.run_id
-    assert len(_benchmark_runs(client, config.mlflow.benchmark_experiment)) == 1
+    assert len(benchmark_runs(client, config.mlflow.benchmark_experiment)) == 1
 
 
 def test_per_variant_assets_and_a_pair_without_trials_fails_clearly(dagster_setup: dict[str, Any]) -> None:
@@ -182,7 +159,7 @@ def test_benchmark_result_per_variant_reuses_an_identical_key(dagster_setup: dic
         [best_trial_per_variant, benchmark_result_per_variant], partition_key=multi_key("bilstm", variant), instance=instance, resources=resources
     )
     assert _materialization(per_variant, "benchmark_result_per_variant").metadata["status"].value.startswith("skipped")
-    assert len(_benchmark_runs(client, config.mlflow.benchmark_experiment)) == 1
+    assert len(benchmark_runs(client, config.mlflow.benchmark_experiment)) == 1
     # The stored result (read back from the cache) is the benchmark that ran, to the last bit.
     assert per_variant.output_for_node("benchmark_result_per_variant")["measurements"] == overall.output_for_node("benchmark_result")["measurements"]
 

@@ -18,14 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
 from benchmark_pipeline.benchmarking.keys import key_for_trial
+from benchmark_pipeline.benchmarking.report import headless_pyplot
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.selection.shapes import iter_trial_infos
 from benchmark_pipeline.selection.trial_retrieval import retrieve_configured_best_trials
@@ -137,6 +134,7 @@ def format_leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def plot_leaderboard(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Accuracy (test macro-F1, else the HPO metric) vs p50 latency: one colour per backbone, one marker per
     backend, each point labelled with its variant; the overall best trials are drawn larger. PNG."""
+    plt = headless_pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
     benchmarked = [r for r in rows if r["status"] == "benchmarked"]
     backbones = sorted({r["backbone"] for r in benchmarked})

@@ -6,12 +6,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from benchmark_pipeline.selection.shapes import iter_trial_infos
 
-matplotlib.use("Agg")  # headless: Dagster workers, CI and servers have no display
-import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmark_pipeline.selection.shapes import iter_trial_infos  # noqa: E402
+def headless_pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend (Dagster workers, CI and servers have no display),
+    imported on first use: it costs ~0.4 s, which loading the code location or a run that draws no chart
+    should not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def benchmark_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -50,6 +57,7 @@ def format_benchmark_table(results: Mapping[str, Any]) -> str:
 
 def plot_latency(result: Mapping[str, Any], path: Path) -> Path:
     """p50 latency (with p95 as a dashed line) vs batch size, one colour per backend; written as PNG."""
+    plt = headless_pyplot()
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     backends = sorted({m["backend"] for m in result["measurements"]})
     for backend in backends:

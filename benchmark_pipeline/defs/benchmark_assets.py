@@ -1,26 +1,33 @@
 """Benchmark assets: ``benchmark_result`` (per backbone) and ``benchmark_result_per_variant``.
 
-A materialization whose benchmark key already exists (FINISHED MLflow run or disk cache) runs nothing: it
-reports the stored result and its MLflow run, with ``status: skipped``.
+Both take ``BackfillPolicy.single_run()``: a run over N partitions is one step that asks MLflow once which of
+the N keys exist (``filter_missing_benchmarks``) and benchmarks only the others. A partition whose benchmark
+key already exists (FINISHED MLflow run or disk cache) runs nothing: it reports the stored result and its
+MLflow run, with ``status: skipped``. Each partition's data version is its benchmark key (the key it was
+built from; Dagster also records the ``best_trial`` version it read), see
+:mod:`~benchmark_pipeline.defs.partition_runs`.
 """
 
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path
+from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
 from benchmark_pipeline.benchmarking.keys import key_for_trial
-from benchmark_pipeline.benchmarking.orchestrator import BenchmarkFailedError, benchmark_best_trials
-from benchmark_pipeline.benchmarking.report import plot_latency
+from benchmark_pipeline.benchmarking.orchestrator import BenchmarkFailedError, benchmark_best_trials, filter_missing_benchmarks
+from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.defs.checks import PROVIDER_MATCHES_CONFIG, provider_matches_result
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.metadata import benchmark_metadata, mlflow_run_url
+from benchmark_pipeline.defs.partition_runs import PartitionResult, input_by_partition, partition_outputs
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
-from benchmark_pipeline.tracking import resolve_experiment_id
+from benchmark_pipeline.selection.shapes import iter_trial_infos
+from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, resolve_experiment_id
 
 
 def latency_chart_path(root_dir: Path, environment: str, benchmark_key: str) -> Path:
@@ -29,16 +36,51 @@ def latency_chart_path(root_dir: Path, environment: str, benchmark_key: str) -> 
     return cache_dir(root_dir, environment).parent / "charts" / f"latency_{name}"
 
 
-def _benchmark(context: dg.AssetExecutionContext, asset_name: str, trial_info: dict[str, Any], settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
-    config = settings.load()
-    client = mlflow.client()
-    key = key_for_trial(trial_info, config.data_config, config.benchmark_config)
-    with forward_core_logs(context):
-        # benchmark_best_trials checks for an existing result under the key's claim (uploading one cached
-        # during an MLflow outage) and runs nothing when it finds one.
+def _nested(trials: Mapping[str, dict[str, Any]], per_variant: bool) -> dict[str, Any]:
+    """The trials of the step's partitions in the core's shape: ``{backbone: info}`` or ``{backbone: {variant: info}}``."""
+    shaped: dict[str, Any] = {}
+    for info in trials.values():
+        if per_variant:
+            shaped.setdefault(info["backbone"], {})[info["variant"]] = info
+        else:
+            shaped[info["backbone"]] = info
+    return shaped
+
+
+def _reachable(client: Any) -> Any:
+    """``client``, or ``None`` when its server does not answer: a dead server would make MLflow's client retry
+    for minutes on every call, so lookups then use the disk cache alone."""
+    try:
+        ensure_reachable(client_tracking_uri(client))
+    except MlflowUnavailableError:
+        return None
+    return client
+
+
+def _run_missing(context: dg.AssetExecutionContext, config: PipelineConfig, client: Any, trials: dict[str, dict[str, Any]], per_variant: bool) -> dict[str, dict[str, Any]]:
+    """``{benchmark key: result}`` for the step's trials: one existence check for all of them, then the stored
+    result of each existing key and a benchmark of each missing one."""
+    keys = {partition: key_for_trial(info, config.data_config, config.benchmark_config) for partition, info in trials.items()}
+    missing = filter_missing_benchmarks(
+        _nested(trials, per_variant), config.benchmark_experiment(), config.benchmark_config, config.data_config,
+        config.root_dir, config.environment, client,
+    )
+    missing_keys = {key_for_trial(info, config.data_config, config.benchmark_config) for info in iter_trial_infos(missing)}
+    results: dict[str, dict[str, Any]] = {}
+    todo: dict[str, dict[str, Any]] = {}
+    lookup = _reachable(client) if set(keys.values()) - missing_keys else None
+    for partition, key in keys.items():
+        found = None if key in missing_keys else find_existing_benchmark(key, config.benchmark_experiment(), config.root_dir, config.environment, lookup)
+        if found is not None:
+            results[key] = {**found, "status": "existing"}
+        else:  # missing, or gone since the check (deleted meanwhile): benchmark_best_trials decides under its claim
+            todo[partition] = trials[partition]
+    if todo:
+        # benchmark_best_trials checks each key again under its claim (another process may have just made it,
+        # or a result cached during an MLflow outage is uploaded) and runs nothing when it finds one.
         try:
-            results = benchmark_best_trials(
-                {trial_info["backbone"]: trial_info},
+            ran = benchmark_best_trials(
+                _nested(todo, per_variant),
                 test_data_path=None,  # benchmark_config.test_data, else inputs from the model's signature
                 root_dir=config.root_dir,
                 environment=config.environment,
@@ -52,31 +94,80 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, trial_info: d
             )
         except BenchmarkFailedError as error:
             raise dg.Failure(description=str(error)) from None
-    result = results[trial_info["backbone"]]
-    status = "skipped: already benchmarked" if result["status"] == "existing" else "benchmarked"
-    context.log.info(f"benchmark {key}: {status} (MLflow run {result.get('mlflow_run_id')})")
-    experiment_id = result.get("mlflow_experiment_id") or resolve_experiment_id(client, config.benchmark_experiment())
-    url = mlflow_run_url(mlflow.tracking_uri, experiment_id, result.get("mlflow_run_id"))
-    chart = plot_latency(result, latency_chart_path(config.root_dir, config.environment, key)) if result.get("measurements") else None
-    yield dg.Output(result, metadata=benchmark_metadata(result, status, url, chart))
-    yield provider_matches_result(asset_name, result, config.benchmark_config.get("device", "cpu"))
+        results.update({result["benchmark_key"]: result for result in _iter_results(ran)})
+    return results
+
+
+def _iter_results(results: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The result dicts of ``benchmark_best_trials`` (either shape; a result is recognised by its ``benchmark_key``)."""
+    for entry in results.values():
+        if "benchmark_key" in entry:
+            yield entry
+        else:
+            yield from entry.values()
+
+
+def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any, settings: PipelineSettings, mlflow: MlflowResource, per_variant: bool) -> Iterator[Any]:
+    config = settings.load()
+    client = mlflow.client()
+    trials = input_by_partition(context, selected)
+    with forward_core_logs(context):
+        by_key = _run_missing(context, config, client, trials, per_variant)
+    # For the MLflow run links of results that do not name their experiment (none while MLflow is down).
+    needs_id = any(r.get("mlflow_run_id") and not r.get("mlflow_experiment_id") for r in by_key.values())
+    reachable = _reachable(client) if needs_id else None
+    experiment_id = resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None else None
+    device = config.benchmark_config.get("device", "cpu")
+    outputs: dict[str, PartitionResult] = {}
+    for partition, info in trials.items():
+        key = key_for_trial(info, config.data_config, config.benchmark_config)
+        result = by_key[key]
+        status = "skipped: already benchmarked" if result["status"] == "existing" else "benchmarked"
+        context.log.info(f"benchmark {key}: {status} (MLflow run {result.get('mlflow_run_id')})")
+        url = mlflow_run_url(mlflow.tracking_uri, result.get("mlflow_experiment_id") or experiment_id, result.get("mlflow_run_id"))
+        chart = latency_chart_path(config.root_dir, config.environment, key)
+        if not result.get("measurements"):
+            chart = None
+        elif result["status"] != "existing" or not chart.exists():
+            # A key's chart never changes, so an existing benchmark reuses the one drawn with it: a run that
+            # benchmarks nothing imports no matplotlib either.
+            from benchmark_pipeline.benchmarking.report import plot_latency
+
+            chart = plot_latency(result, chart)
+        outputs[partition] = PartitionResult(
+            value=result, benchmark_key=key, metadata=benchmark_metadata(result, status, url, chart),
+            checks=[provider_matches_result(asset_name, result, device)],
+        )
+    yield from partition_outputs(context, outputs)
 
 
 @dg.asset(
     group_name="benchmarks",
     partitions_def=backbone_partitions,
-    check_specs=[dg.AssetCheckSpec(PROVIDER_MATCHES_CONFIG, asset="benchmark_result", description="ERROR unless the benchmark ran on the configured device")],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROVIDER_MATCHES_CONFIG, asset="benchmark_result", partitions_def=backbone_partitions,
+            description="ERROR unless the benchmark ran on the configured device",
+        )
+    ],
     description="Inference latency of the backbone's best trial: ONNX Runtime and PyTorch across batch sizes.",
 )
-def benchmark_result(context: dg.AssetExecutionContext, best_trial: dict[str, Any], settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
-    yield from _benchmark(context, "benchmark_result", best_trial, settings, mlflow)
+def benchmark_result(context: dg.AssetExecutionContext, best_trial: Any, settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
+    yield from _benchmark(context, "benchmark_result", best_trial, settings, mlflow, per_variant=False)
 
 
 @dg.asset(
     group_name="benchmarks",
     partitions_def=backbone_variant_partitions,
-    check_specs=[dg.AssetCheckSpec(PROVIDER_MATCHES_CONFIG, asset="benchmark_result_per_variant", description="ERROR unless the benchmark ran on the configured device")],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROVIDER_MATCHES_CONFIG, asset="benchmark_result_per_variant", partitions_def=backbone_variant_partitions,
+            description="ERROR unless the benchmark ran on the configured device",
+        )
+    ],
     description="Inference latency of the best trial of one backbone × variant.",
 )
-def benchmark_result_per_variant(context: dg.AssetExecutionContext, best_trial_per_variant: dict[str, Any], settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
-    yield from _benchmark(context, "benchmark_result_per_variant", best_trial_per_variant, settings, mlflow)
+def benchmark_result_per_variant(context: dg.AssetExecutionContext, best_trial_per_variant: Any, settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
+    yield from _benchmark(context, "benchmark_result_per_variant", best_trial_per_variant, settings, mlflow, per_variant=True)

@@ -11,7 +11,7 @@ import dagster as dg
 
 from benchmark_pipeline.config import ConfigError
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
-from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, backbone_variant_partitions, pair_key, partition_pair
+from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, backbone_variant_partitions, pair_key, split_pair_key
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.demo.settings import validate_demo_config
 
@@ -43,6 +43,7 @@ def demo_dataset(context: dg.AssetExecutionContext, settings: PipelineSettings) 
 @dg.asset(
     group_name=DEMO_GROUP,
     partitions_def=backbone_variant_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[demo_dataset],
     description="An Optuna sweep that trains, exports to ONNX and records each trial in MLflow, study.db and a trial folder.",
 )
@@ -50,23 +51,28 @@ def hpo_sweep(context: dg.AssetExecutionContext, settings: PipelineSettings, mlf
     from benchmark_pipeline.demo.sweep import run_sweep
 
     config = _demo_config(settings)
-    backbone, variant = partition_pair(context)
-    if backbone not in config.backbones or variant not in config.variants:
+    pairs = [split_pair_key(str(key)) for key in context.partition_keys]  # one run may sweep several pairs
+    unknown = [f"{b}|{v}" for b, v in pairs if b not in config.backbones or v not in config.variants]
+    if unknown:
         raise dg.Failure(
-            description=f"the sweep {backbone}|{variant} is not in the config ({config.source_path}): "
+            description=f"the sweep(s) {', '.join(unknown)} are not in the config ({config.source_path}): "
             f"backbones {list(config.backbones)}, variants {list(config.variants)}"
         )
-    with forward_core_logs(context):
-        summary = run_sweep(config, backbone, variant, mlflow.client(), progress=context.log.info)
-    context.instance.add_dynamic_partitions(PAIRS_REGISTRY, [pair_key(backbone, variant)])
-    return dg.MaterializeResult(
-        metadata={
-            "study_name": summary.study_name,
-            "study_key_hash": summary.study_key_hash,
-            "storage": summary.storage_url,
-            "trials_in_study": summary.trials_in_study,
-            "trials_run_now": summary.trials_run_now,
-            "best_value": float(summary.best_value) if summary.best_value is not None else float("nan"),
-            "mlflow_experiment_id": summary.experiment_id,
-        }
-    )
+    client = mlflow.client()
+    for backbone, variant in pairs:
+        with forward_core_logs(context):
+            summary = run_sweep(config, backbone, variant, client, progress=context.log.info)
+        context.instance.add_dynamic_partitions(PAIRS_REGISTRY, [pair_key(backbone, variant)])
+        context.add_asset_metadata(
+            {
+                "study_name": summary.study_name,
+                "study_key_hash": summary.study_key_hash,
+                "storage": summary.storage_url,
+                "trials_in_study": summary.trials_in_study,
+                "trials_run_now": summary.trials_run_now,
+                "best_value": float(summary.best_value) if summary.best_value is not None else float("nan"),
+                "mlflow_experiment_id": summary.experiment_id,
+            },
+            partition_key=pair_key(backbone, variant),
+        )
+    return dg.MaterializeResult()

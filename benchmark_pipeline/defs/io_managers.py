@@ -10,12 +10,19 @@ why an IO manager rather than reading the selection back from materialization me
 
 Files are ``{base_path}/{asset}/{partition}.json`` (a backbone × variant partition: ``…/{backbone}/{variant}.json``),
 readable by people and by any language; every output of this project is plain JSON data.
+
+A single-run backfill (``BackfillPolicy.single_run()``) runs one step for all its partitions. Dagster's
+``UPathIOManager`` already *loads* several partitions of an input as ``{partition key: value}``, but refuses
+to *store* an output covering several partitions; here such an output is given in that same dict shape and
+each value goes to the file a one-partition run of that partition writes, so one-partition runs and
+single-run backfills read and write the same files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -47,6 +54,23 @@ class JsonUPathIOManager(dg.UPathIOManager):
         if partition.startswith("/") or ".." in partition.split("/"):
             raise ValueError(f"partition key {partition!r} cannot be stored under {base_path}")
         return base_path / partition
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if not context.has_asset_partitions or len(context.asset_partition_keys) == 1:
+            super().handle_output(context, obj)
+            return
+        # The same paths load_input reads, one per partition (UPathIOManager's own mapping; private in 1.13).
+        paths = self._get_paths_for_partitions(context)  # noqa: SLF001
+        if not isinstance(obj, Mapping) or set(map(str, obj)) != set(map(str, paths)):
+            got = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+            raise dg.Failure(
+                description=f"the output of {context.asset_key.to_user_string()} covers partitions {sorted(map(str, paths))}: "
+                f"it must be a dict with exactly those keys, got {got}"
+            )
+        values = {str(key): value for key, value in obj.items()}
+        for partition, path in paths.items():
+            self.make_directory(path.parent)
+            self.dump_to_path(context=context, obj=values[str(partition)], path=path)
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         try:

@@ -1,4 +1,5 @@
-"""Asset jobs, one per partitioned asset (a job runs one partition; partitioning is inferred from the asset)."""
+"""Asset jobs, one per partitioned asset (partitioning is inferred from the asset; a run covers one partition,
+or several in a single-run backfill)."""
 
 from __future__ import annotations
 

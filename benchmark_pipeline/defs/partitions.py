@@ -33,11 +33,6 @@ def multi_key(backbone: str, variant: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"backbone": backbone, "variant": variant})
 
 
-def partition_pair(context: dg.AssetExecutionContext) -> tuple[str, str]:
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
-    return keys["backbone"], keys["variant"]
-
-
 def missing_partitions(instance: dg.DagsterInstance, backbones: set[str], variants: set[str], pairs: set[tuple[str, str]]) -> dict[str, list[str]]:
     """Keys to add per registry, from one ``get_dynamic_partitions`` call per registry and a set difference."""
     wanted = {

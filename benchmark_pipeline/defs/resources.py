@@ -8,6 +8,7 @@ and in-process executors would share between steps.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
@@ -41,10 +42,11 @@ class MlflowResource(dg.ConfigurableResource):
         return make_client(self.tracking_uri, self.timeout_s, self.max_retries)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManagerFactory]:
+def default_resources() -> dict[str, Any]:
     """Resources for this deployment: the tracking URI comes from ``$MLFLOW_TRACKING_URI`` when set (shown
-    as an environment variable in the UI, never baked in), else from the config file; asset outputs go to
-    ``$BENCHMARK_PIPELINE_IO_BASE_PATH`` when set, else to a local folder (:mod:`benchmark_pipeline.defs.io_managers`)."""
+    as an environment variable in the UI, never baked in), else from the config file; asset outputs go, as
+    JSON, to ``$BENCHMARK_PIPELINE_IO_BASE_PATH`` when set, else to a local folder; single-run backfills'
+    outputs included (:mod:`benchmark_pipeline.defs.io_managers`)."""
     settings = PipelineSettings(config_path=os.environ.get("BENCHMARK_PIPELINE_CONFIG") or None)
     config = settings.load()
     tracking_uri: str | dg.EnvVar
