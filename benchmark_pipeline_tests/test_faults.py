@@ -35,6 +35,8 @@ from benchmark_pipeline.benchmarking.mlflow_logging import upload_pending_benchm
 from benchmark_pipeline.benchmarking.model_files import resolve_model_dir
 from benchmark_pipeline.benchmarking.orchestrator import BenchmarkFailedError
 from benchmark_pipeline.config import config_from_dict
+from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.defs.sensors import benchmark_sensor
 from benchmark_pipeline.demo.dataset import write_dataset
 from benchmark_pipeline_tests.builders import complete_result
 from benchmark_pipeline_tests.conftest import DemoSweeps, tiny_config_dict, unique_suffix
@@ -436,7 +438,7 @@ def test_sigterm_of_dagster_asset_materialize_closes_its_run_killed(demo_sweeps:
     raw["mlflow"] = {"tracking_uri": mlflow_server, "hpo_experiment_prefix": config.mlflow.hpo_experiment_prefix, "benchmark_experiment": config.mlflow.benchmark_experiment}
     raw["hpo_output_dir"] = str(config.hpo_output_dir)
     raw["data_config"] = config.data_config
-    raw["benchmark_config"] = {**config.benchmark_config, "min_duration_s": 60.0}
+    raw["benchmark_config"] = {**config.benchmark_config, "min_duration_s": 60.0, "stale_running_after_s": 1}
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw))
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -451,6 +453,13 @@ def test_sigterm_of_dagster_asset_materialize_closes_its_run_killed(demo_sweeps:
     client = MlflowClient(mlflow_server)
     try:
         _wait_for_running_run(client, config, process)
+        # A manual materialization in progress is seen by the sensor, which launched nothing itself; and its
+        # MLflow run, RUNNING for over stale_running_after_s (1 s here), is named in the skip reason.
+        sensor_resources = {"settings": PipelineSettings(config_path=str(tmp_path / "pipeline.yaml")), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            tick = benchmark_sensor(dg.build_sensor_context(instance=instance, resources=sensor_resources))
+        assert isinstance(tick, dg.SkipReason) and "running or requested: bilstm (key" in tick.skip_message, tick
+        assert "1 MLflow benchmark run(s) RUNNING for longer than stale_running_after_s" in tick.skip_message
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     finally:
@@ -465,3 +474,22 @@ def test_the_demo_dataset_is_left_alone_by_these_tests(demo_sweeps: DemoSweeps) 
     data = demo_sweeps.config.root_dir / demo_sweeps.config.data_config["local_path"]
     assert sorted(p.name for p in data.iterdir()) == ["dataset.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
     assert write_dataset(demo_sweeps.config.data_config, demo_sweeps.config.root_dir).directory == data
+
+
+def test_a_benchmark_run_left_running_for_hours_is_reported_in_the_asset_metadata(dagster_setup: dict[str, Any]) -> None:
+    import dagster as dg
+
+    from benchmark_pipeline.defs.benchmark_assets import benchmark_result
+    from benchmark_pipeline.defs.selection_assets import best_trial
+
+    config, resources, instance, client = (dagster_setup[k] for k in ("config", "resources", "instance", "client"))
+    info = dg.materialize([best_trial], partition_key="bilstm", instance=instance, resources=resources).output_for_node("best_trial")
+    key = _key(config, info)
+    experiment_id = client.create_experiment(config.mlflow.benchmark_experiment)
+    seven_hours_ago = int((time.time() - 7 * 3600) * 1000)
+    orphan = client.create_run(experiment_id, start_time=seven_hours_ago, tags={BENCHMARK_KEY_TAG: key}).info.run_id  # its process died
+    result = dg.materialize([best_trial, benchmark_result], partition_key="bilstm", instance=instance, resources=resources)
+    metadata = next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("benchmark_result"))
+    assert metadata["status"].value == "benchmarked", "a stale RUNNING run must not block the benchmark"
+    stale = metadata["stale_running_runs"].value
+    assert [s["run_id"] for s in stale] == [orphan] and stale[0]["running_for_s"] >= 7 * 3600 - 60

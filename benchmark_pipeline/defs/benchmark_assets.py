@@ -16,10 +16,10 @@ from typing import Any
 import dagster as dg
 
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path
-from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
+from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, stale_running_runs
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.orchestrator import BenchmarkFailedError, benchmark_best_trials, filter_missing_benchmarks
-from benchmark_pipeline.config import PipelineConfig
+from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S, PipelineConfig
 from benchmark_pipeline.defs.checks import PROVIDER_MATCHES_CONFIG, provider_matches_result
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.metadata import benchmark_metadata, mlflow_run_url
@@ -98,6 +98,18 @@ def _run_missing(context: dg.AssetExecutionContext, config: PipelineConfig, clie
     return results
 
 
+def _stale_running_runs(client: Any, config: PipelineConfig) -> dict[str, list[dict[str, Any]]]:
+    """Per key, the benchmark runs RUNNING in MLflow for longer than ``benchmark_config.stale_running_after_s``
+    (their process died without closing them; they block nothing): one search for the whole step."""
+    if client is None:
+        return {}
+    older_than = float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
+    stale: dict[str, list[dict[str, Any]]] = {}
+    for key, run_id, age_s in stale_running_runs(fetch_benchmark_runs(client, config.benchmark_experiment()), older_than):
+        stale.setdefault(key, []).append({"run_id": run_id, "running_for_s": round(age_s)})
+    return stale
+
+
 def _iter_results(results: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """The result dicts of ``benchmark_best_trials`` (either shape; a result is recognised by its ``benchmark_key``)."""
     for entry in results.values():
@@ -114,9 +126,10 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
     with forward_core_logs(context):
         by_key = _run_missing(context, config, client, trials, per_variant)
     # For the MLflow run links of results that do not name their experiment (none while MLflow is down).
+    reachable = _reachable(client)
     needs_id = any(r.get("mlflow_run_id") and not r.get("mlflow_experiment_id") for r in by_key.values())
-    reachable = _reachable(client) if needs_id else None
-    experiment_id = resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None else None
+    experiment_id = resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None and needs_id else None
+    stale = _stale_running_runs(reachable, config)
     device = config.benchmark_config.get("device", "cpu")
     outputs: dict[str, PartitionResult] = {}
     for partition, info in trials.items():
@@ -134,8 +147,11 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
             from benchmark_pipeline.benchmarking.report import plot_latency
 
             chart = plot_latency(result, chart)
+        metadata = benchmark_metadata(result, status, url, chart)
+        if stale.get(key):
+            metadata["stale_running_runs"] = dg.MetadataValue.json(stale[key])
         outputs[partition] = PartitionResult(
-            value=result, benchmark_key=key, metadata=benchmark_metadata(result, status, url, chart),
+            value=result, benchmark_key=key, metadata=metadata,
             checks=[provider_matches_result(asset_name, result, device)],
         )
     yield from partition_outputs(context, outputs)

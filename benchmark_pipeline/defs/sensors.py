@@ -7,8 +7,11 @@
    one-query ``get_latest_tags_by_partition`` only serves its own whitelisted tags);
 2. asks MLflow once for every key of the benchmark experiment (one paginated, tag-filtered search), and
    checks the disk cache for keys MLflow does not have;
-3. counts failed Dagster runs per key (one run-storage query);
-4. requests a run for each missing key that is neither running nor out of attempts.
+3. counts failed and successful Dagster runs per key, and finds every queued or running benchmark run of a
+   partition, whoever launched it (the UI, ``dagster asset materialize``, a backfill: run-storage queries);
+4. requests a run for each missing key that is neither running nor out of attempts, and names in its skip
+   reason the MLflow benchmark runs RUNNING for longer than ``benchmark_config.stale_running_after_s``
+   (default 6 h: a process that died without closing its run; they block nothing).
 
 Retries: Dagster never launches two runs with the same ``run_key``, which would block a failed benchmark
 forever. The run key is therefore ``{benchmark_key}#attempt-{n}``, ``n`` being the number of failed runs of
@@ -30,10 +33,21 @@ from typing import Any
 
 import dagster as dg
 
+# Dagster's own run tags for a run's partition (or partition range); not re-exported at the top level in 1.13.
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+
 from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry
-from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys
+from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys, stale_running_runs
+from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S
 from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_job
-from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, missing_partitions, multi_key, split_pair_key
+from benchmark_pipeline.defs.partitions import (
+    PAIRS_REGISTRY,
+    backbone_partitions,
+    backbone_variant_partitions,
+    missing_partitions,
+    multi_key,
+    split_pair_key,
+)
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.discovery import discover_partitions
 from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
@@ -66,6 +80,31 @@ def latest_selection_key(instance: dg.DagsterInstance, asset_name: str, partitio
 def _runs_by_key(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatus]) -> Counter[str]:
     runs = instance.get_runs(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"}, statuses=statuses))
     return Counter(run.tags.get(RUN_KEY_TAG, "") for run in runs)
+
+
+#: The benchmark assets, and the partitions definition of each (to expand a run's partition range).
+_BENCHMARK_ASSETS = {"benchmark_result": backbone_partitions, "benchmark_result_per_variant": backbone_variant_partitions}
+_BENCHMARK_JOB_ASSETS = {benchmark_job.name: "benchmark_result", benchmark_per_variant_job.name: "benchmark_result_per_variant"}
+
+
+def in_progress_partitions(instance: dg.DagsterInstance) -> set[tuple[str, str]]:
+    """``(benchmark asset, partition key)`` of every queued or running run that materializes a benchmark asset,
+    whoever launched it (this sensor, the UI, ``dagster asset materialize``, a backfill): one run-storage query.
+    A run over a partition range counts for every partition in it."""
+    busy: set[tuple[str, str]] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_PROGRESS)):
+        assets = {key.to_user_string() for key in (run.asset_selection or ())} & set(_BENCHMARK_ASSETS)
+        if run.job_name in _BENCHMARK_JOB_ASSETS:
+            assets.add(_BENCHMARK_JOB_ASSETS[run.job_name])
+        for asset in assets:
+            partition = run.tags.get(PARTITION_NAME_TAG)
+            start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+            if partition:
+                busy.add((asset, partition))
+            elif start and end:
+                keys = _BENCHMARK_ASSETS[asset].get_partition_keys_in_range(dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance)
+                busy.update((asset, key) for key in keys)
+    return busy
 
 
 def benchmark_run_key(benchmark_key: str, generation: int, attempt: int) -> str:
@@ -118,17 +157,19 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
         uploaded = upload_pending_benchmarks(client, experiment_id, cache, pending)
         if uploaded:
             context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
-    finished = finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment()))
+    runs_by_key = fetch_benchmark_runs(client, config.benchmark_experiment())
+    finished = finished_keys(runs_by_key)
     failed = _runs_by_key(instance, [dg.DagsterRunStatus.FAILURE])
     succeeded = _runs_by_key(instance, [dg.DagsterRunStatus.SUCCESS])
     running = _runs_by_key(instance, _IN_PROGRESS)
+    busy = in_progress_partitions(instance)
     requests: list[dg.RunRequest] = []
     skipped: dict[str, list[str]] = {}
     requested_keys: set[str] = set()
     for job_name, partition, key in wanted:
         if key in finished or read_cache_entry(cache, key) is not None:
             why = "already benchmarked"
-        elif running[key] or key in requested_keys:
+        elif running[key] or key in requested_keys or (_BENCHMARK_JOB_ASSETS[job_name], str(partition)) in busy:
             why = "running or requested"
         elif failed[key] >= MAX_BENCHMARK_ATTEMPTS:
             why = f"failed {MAX_BENCHMARK_ATTEMPTS} times, left for a person to look at"
@@ -147,6 +188,12 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
             continue
         skipped.setdefault(why, []).append(_label(partition, key))
     summary = skip_summary(skipped)
+    stale = stale_running_runs(runs_by_key, float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S)))
+    if stale:
+        # Such a run blocks nothing (only FINISHED runs count), but its process died without closing it.
+        summary += f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: " + ", ".join(
+            f"{key[:12]}… (run {run_id}, {age / 3600:.1f} h)" for key, run_id, age in stale[:5]
+        )
     if not requests:
         return dg.SkipReason(f"nothing to benchmark across {len(wanted)} partitions: {summary}")
     context.log.info(f"requesting {len(requests)} benchmark(s); {summary}")
