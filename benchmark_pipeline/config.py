@@ -30,6 +30,7 @@ Input limits (a config is small, plain data; anything else is refused before it 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -41,6 +42,8 @@ from typing import Any
 import yaml
 
 from benchmark_pipeline.hashing import MAX_DATA_VERSION_LENGTH, require_safe_component
+
+logger = logging.getLogger(__name__)
 
 DEMO_CONFIG_RESOURCE = "configs/demo.yaml"
 #: Largest config file read, in bytes. A pipeline config is a few KiB; the bound keeps a runaway or hostile
@@ -466,8 +469,33 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
         data = resources.files("benchmark_pipeline").joinpath(DEMO_CONFIG_RESOURCE).read_bytes()
     raw = parse_config_text(data, source)
     try:
-        return config_from_dict(raw, source_path=source, env=env)
+        config = config_from_dict(raw, source_path=source, env=env)
     except ConfigError as error:
         if str(error).startswith(source):
             raise
         raise ConfigError(f"{source}: {error}") from None
+    for warning in deployment_warnings(config, env):
+        logger.warning("%s: %s", source, warning)
+    return config
+
+
+#: Where the Dagster IO manager keeps asset outputs (a folder or an fsspec URL every machine can read); set in
+#: deployments whose runs happen on other machines (docs/deployment.md).
+IO_BASE_PATH_ENV = "BENCHMARK_PIPELINE_IO_BASE_PATH"
+
+
+def deployment_warnings(config: PipelineConfig, env: Mapping[str, str]) -> list[str]:
+    """What a config shared by several machines gets wrong, said at load. A local MLflow store (``sqlite:``,
+    ``file:``, a path) keeps artifacts (models, ``benchmark.json``) in a folder of this machine: another
+    machine's run then cannot download a model or a stored result. That is fine on one machine, so it is
+    only said where the deployment is shared: the handoff's base path is set, or an Optuna storage is a
+    server's (not sqlite)."""
+    uri = config.mlflow.tracking_uri
+    shared = bool(env.get(IO_BASE_PATH_ENV)) or any(not s.startswith("sqlite") for s in (*config.optuna_storages, config.optuna_sweep_storage or "sqlite"))
+    if not shared or uri.startswith(("http://", "https://")):
+        return []
+    return [
+        f"mlflow.tracking_uri {uri} is a local store whose artifacts only this machine can read, but this deployment "
+        "is shared (the Dagster IO base path or an Optuna server storage is set): set mlflow.tracking_uri to an "
+        "MLflow server started with --serve-artifacts (docs/deployment.md)"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,19 @@ def test_a_300_character_backbone_in_a_file_fails_at_load_naming_file_and_field(
 def test_environment_override_is_checked_like_the_field(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     with pytest.raises(ConfigError, match="environment is 120 characters long"):
         config_from_dict(tiny_raw_config(tmp_path), env={"BENCHMARK_PIPELINE_ENVIRONMENT": "e" * 120})
+
+
+def test_a_shared_deployment_with_a_local_mlflow_store_is_warned_about_at_load(
+    tmp_path: Path, tiny_raw_config: RawFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path, None, optuna={"storages": ["postgresql://optuna@db/optuna"]})), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="benchmark_pipeline.config"):
+        load_config(path, env={})
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "only this machine can read" in warned[0] and "--serve-artifacts" in warned[0] and str(path) in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="benchmark_pipeline.config"):
+        load_config(path, env={"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"})  # a server: nothing to say
+        load_config(env={})  # one machine, the demo: nothing to say
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

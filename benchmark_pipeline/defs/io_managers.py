@@ -29,10 +29,8 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
-from benchmark_pipeline.config import PipelineConfig
+from benchmark_pipeline.config import IO_BASE_PATH_ENV, PipelineConfig  # the JSON outputs' base path (unset: default_io_base_path)
 
-#: Where the JSON outputs go (a folder or an fsspec URL); unset: :func:`default_io_base_path`.
-IO_BASE_PATH_ENV = "BENCHMARK_PIPELINE_IO_BASE_PATH"
 
 
 def default_io_base_path(config: PipelineConfig) -> str:
