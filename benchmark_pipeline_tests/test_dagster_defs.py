@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,21 @@ def test_sources_agree_warns_when_mlflow_was_not_consulted(dagster_setup: dict[s
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.description.startswith("MLflow not consulted (") and dead_uri in check.description
     assert check.metadata["mlflow_consulted"].value is False
+
+
+def test_in_progress_runs_of_benchmark_partitions_are_seen_whoever_launched_them(dagster_setup: dict[str, Any]) -> None:
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+
+    from benchmark_pipeline.defs.sensors import in_progress_partitions
+
+    instance = dagster_setup["instance"]
+    # Runs as the UI or `dagster asset materialize` record them: no sensor tag, a partition or a partition range.
+    manual = {
+        "one partition": ({PARTITION_NAME_TAG: "bilstm"}, "benchmark_result"),
+        "a range": ({ASSET_PARTITION_RANGE_START_TAG: "bilstm|v1", ASSET_PARTITION_RANGE_END_TAG: "bilstm|v2"}, "benchmark_result_per_variant"),
+        "finished": ({PARTITION_NAME_TAG: "tiny_transformer"}, "benchmark_result"),
+    }
+    for name, (tags, asset) in manual.items():
+        status = dg.DagsterRunStatus.SUCCESS if name == "finished" else dg.DagsterRunStatus.STARTED
+        instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=status, tags=tags, asset_selection=frozenset({dg.AssetKey(asset)})))
+    assert in_progress_partitions(instance) == {("benchmark_result", "bilstm"), ("benchmark_result_per_variant", "bilstm|v1"), ("benchmark_result_per_variant", "bilstm|v2")}

@@ -102,7 +102,8 @@ def in_progress_partitions(instance: dg.DagsterInstance) -> set[tuple[str, str]]
             if partition:
                 busy.add((asset, partition))
             elif start and end:
-                keys = _BENCHMARK_ASSETS[asset].get_partition_keys_in_range(dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance)
+                with dg.partition_loading_context(dynamic_partitions_store=instance):  # resolves the dynamic partitions
+                    keys = _BENCHMARK_ASSETS[asset].get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
                 busy.update((asset, key) for key in keys)
     return busy
 
