@@ -21,7 +21,7 @@ from benchmark_pipeline.benchmarking.mlflow_logging import start_benchmark_run
 from benchmark_pipeline.demo.dataset import write_dataset
 from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, unique_suffix
 from benchmark_pipeline_tests.postgres_server import PostgresServer
-from benchmark_pipeline_tests.test_reliability import PROJECT_ROOT, _WORKER, _best_from_disk, _worker_spec
+from benchmark_pipeline_tests.test_reliability import PROJECT_ROOT, _WORKER, _best_from_disk, _worker_spec, start_together_and_collect
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +53,7 @@ def test_two_machines_benchmarking_one_key_at_once_make_exactly_one_benchmark(
         spec = root / "spec.json"
         spec.write_text(json.dumps(_worker_spec(demo_sweeps, best, root, experiment, postgres_mlflow_server, barrier_dir=str(barrier))))
         processes.append(subprocess.Popen([sys.executable, str(script), str(spec)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True))
-    deadline = time.monotonic() + 180
-    while len(list(barrier.glob("ready-*"))) < 2:
-        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "a worker died before the start signal"
-        time.sleep(0.1)
-    (barrier / "go").touch()
-    statuses = []
-    for process in processes:
-        out, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, out
-        statuses.append(json.loads(out.strip().splitlines()[-1])["status"])
-    assert sorted(statuses) == ["benchmarked", "existing"]
+    assert sorted(start_together_and_collect(processes, barrier)) == ["benchmarked", "existing"]
     found = client.get_experiment_by_name(experiment["name"])
     runs = client.search_runs([found.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)
     # One benchmark, FINISHED; the losing contender's lease run (if it got as far as creating one) is deleted.

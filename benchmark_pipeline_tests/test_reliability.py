@@ -146,6 +146,22 @@ def _worker_spec(demo: DemoSweeps, best: dict[str, Any], root: Path, experiment:
     }  # fmt: skip
 
 
+def start_together_and_collect(processes: list[subprocess.Popen[str]], barrier: Path) -> list[str]:
+    """Wait until every worker announced readiness in ``barrier``, start them at one moment, and return the
+    status each printed (after checking it exited 0)."""
+    deadline = time.monotonic() + 180
+    while len(list(barrier.glob("ready-*"))) < len(processes):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "a worker died before the start signal"
+        time.sleep(0.1)
+    (barrier / "go").touch()
+    statuses = []
+    for process in processes:
+        out, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, out
+        statuses.append(json.loads(out.strip().splitlines()[-1])["status"])
+    return statuses
+
+
 def test_sigkill_mid_benchmark_leaves_nothing_that_blocks_a_rerun(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
     config = demo_sweeps.config
     best = _best_from_disk(demo_sweeps)
@@ -190,17 +206,7 @@ def test_eight_concurrent_benchmarks_of_one_key_run_it_once(demo_sweeps: DemoSwe
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     processes = [subprocess.Popen([sys.executable, str(script), str(spec_path)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(8)]
-    deadline = time.monotonic() + 180
-    while len(list(barrier.glob("ready-*"))) < 8:
-        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "a worker died before the start signal"
-        time.sleep(0.1)
-    (barrier / "go").touch()
-    statuses = []
-    for process in processes:
-        out, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, out
-        statuses.append(json.loads(out.strip().splitlines()[-1])["status"])
-    assert sorted(statuses) == ["benchmarked"] + ["existing"] * 7
+    assert sorted(start_together_and_collect(processes, barrier)) == ["benchmarked"] + ["existing"] * 7
     runs = _benchmark_runs(client, experiment["name"])
     assert [r.info.status for r in runs] == ["FINISHED"]
 
