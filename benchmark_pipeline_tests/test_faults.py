@@ -423,10 +423,11 @@ def test_sigterm_of_a_benchmark_process_closes_its_run_killed(demo_sweeps: DemoS
         _wait_for_running_run(client, config, process)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        process.wait(timeout=120)
     finally:
         process.kill()
-    assert time.monotonic() - started < 30
+    # Seconds when the machine is idle; a loaded 2-core machine once took 57 s (MLflow calls closing the run).
+    assert time.monotonic() - started < 90, "the benchmark process did not end on SIGTERM"
     _assert_killed_and_released(client, config, key_for_trial(best["bilstm"], config.data_config, slow))
 
 
