@@ -315,7 +315,7 @@ def test_hf_model_through_the_dagster_cli_with_models_only_in_mlflow(team_hpo: T
     runs = fetch_benchmark_runs(client, loaded.benchmark_experiment())
     assert len(runs) == 1 and all(r.status == "FINISHED" for rs in runs.values() for r in rs)
     key = next(iter(runs))
-    assert key.startswith(f"distilbert:v") and f":{team_hpo.best['distilbert']}:" in key
+    assert key.startswith("distilbert:v") and f":{team_hpo.best['distilbert']}:" in key
     assert _tree_digest(team_hpo.data_dir) == before
 
 

@@ -16,7 +16,7 @@ from benchmark_pipeline.defs.resources import MlflowResource
 from benchmark_pipeline.defs.schedules import per_variant_selection_refresh_schedule, selection_refresh_schedule
 from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
 from benchmark_pipeline.defs.sensors import MAX_BENCHMARK_ATTEMPTS, RUN_KEY_TAG, SENSOR_TAG, benchmark_sensor, partition_discovery_sensor
-from benchmark_pipeline_tests.conftest import DemoSweeps, benchmark_runs, free_port
+from benchmark_pipeline_tests.conftest import benchmark_runs, free_port
 
 TICK = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.timezone.utc)
 

@@ -23,7 +23,7 @@ arrays. Synthetic inputs carry no labels, so no quality metric is computed from 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -79,7 +79,7 @@ def parse_benchmark_key(key: str) -> BenchmarkKeyParts:
     if len(parts) != 6:
         raise ValueError(f"a benchmark key has 6 ':'-separated components, got {len(parts)} in {key!r}")
     names = ("backbone", "variant", "run_id", "trial_id", "data_fingerprint", "benchmark_config_hash")
-    return BenchmarkKeyParts(*(_component(part, name) for part, name in zip(parts, names)))
+    return BenchmarkKeyParts(*(_component(part, name) for part, name in zip(parts, names, strict=True)))
 
 
 def key_for_trial(trial_info: Mapping[str, Any], data_config: Mapping[str, Any], benchmark_config: Mapping[str, Any]) -> str:

@@ -29,7 +29,7 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
-from benchmark_pipeline.config import IO_BASE_PATH_ENV, PipelineConfig  # the JSON outputs' base path (unset: default_io_base_path)
+from benchmark_pipeline.config import PipelineConfig
 
 
 

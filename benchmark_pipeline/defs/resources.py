@@ -13,8 +13,8 @@ from typing import Any
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, PipelineConfig, load_config
-from benchmark_pipeline.defs.io_managers import IO_BASE_PATH_ENV, JsonIOManager, default_io_base_path
+from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, IO_BASE_PATH_ENV, PipelineConfig, load_config
+from benchmark_pipeline.defs.io_managers import JsonIOManager, default_io_base_path
 from benchmark_pipeline.tracking import make_client
 
 

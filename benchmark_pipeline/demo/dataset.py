@@ -98,7 +98,7 @@ def generate_split(data_config: Mapping[str, Any], split: str) -> list[dict[str,
     rng = np.random.default_rng([int(data_config["seed"]), offset])
     layout = _vocabulary_layout(int(data_config["vocab_size"]))
     size = int(data_config[f"{split}_size"])
-    return [dict(zip(("input_ids", "labels"), _generate_sentence(rng, layout, int(data_config["max_length"])))) for _ in range(size)]
+    return [dict(zip(("input_ids", "labels"), _generate_sentence(rng, layout, int(data_config["max_length"])), strict=True)) for _ in range(size)]
 
 
 def dataset_directory(data_config: Mapping[str, Any], root_dir: Path) -> Path:
