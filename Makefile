@@ -35,9 +35,11 @@ postgres:
 	  else echo "WARNING: PostgreSQL is missing and this is not root: install it (apt-get install postgresql) or the deployment tests skip"; fi; \
 	fi
 
-# Layer contracts (pyproject.toml [tool.importlinter]): the core imports neither Dagster nor the demo.
+# Layer contracts (pyproject.toml [tool.importlinter]: the core imports neither Dagster nor the demo) and types
+# (pyproject.toml [tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test: $(STAMP) browser postgres
 	$(VENV)/bin/python -m pytest -q -ra --durations=15

@@ -166,7 +166,7 @@ def positive_int(mapping: Mapping[str, Any], key: str, where: str, *, allow_zero
     value = require_field(mapping, key, where, int)
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{where}.{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-    return value
+    return int(value)
 
 
 def validate_objective(hpo_config: Mapping[str, Any]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from benchmark_pipeline.defs.sensors import benchmark_sensor, partition_discover
 from benchmark_pipeline.demo.settings import is_demo_config
 
 _resources = default_resources()
-_demo_assets = [demo_dataset, hpo_sweep] if is_demo_config(_resources["settings"].load()) else []  # type: ignore[attr-defined]
+_demo_assets = [demo_dataset, hpo_sweep] if is_demo_config(_resources["settings"].load()) else []
 
 defs = dg.Definitions(
     assets=[*_demo_assets, discovered_partitions, best_trial, best_trial_per_variant, benchmark_result, benchmark_result_per_variant, leaderboard],

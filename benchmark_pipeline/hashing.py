@@ -95,7 +95,7 @@ def require_safe_component(value: Any, name: str, max_length: int = MAX_COMPONEN
             f"{name} must be a non-empty string of ASCII letters, digits, '.', '_' or '-' "
             f"(and not '.' or '..'), got {value!r}"
         )
-    return value
+    return str(value)  # a str already (is_safe_component checked it)
 
 
 def data_fingerprint(data_config: Mapping[str, Any]) -> str:

@@ -185,4 +185,4 @@ def log_leaderboard(client: MlflowClient, benchmark_experiment: Mapping[str, str
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return run_id
+    return str(run_id)

@@ -159,7 +159,7 @@ def upload_pending(client: MlflowClient, experiment_id: str, cache_directory: Pa
         log_benchmark_result(client, run_id, result)
     write_cache_entry(cache_directory, benchmark_key, result, run_id, mlflow_logged=True)
     logger.info("uploaded cached benchmark %s to MLflow run %s (no benchmark was run)", benchmark_key, run_id)
-    return run_id
+    return str(run_id)
 
 
 def _is_pending(entry: Mapping[str, Any] | None) -> bool:

@@ -138,15 +138,14 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
         status = "skipped: already benchmarked" if result["status"] == "existing" else "benchmarked"
         context.log.info(f"benchmark {key}: {status} (MLflow run {result.get('mlflow_run_id')})")
         url = mlflow_run_url(mlflow.tracking_uri, result.get("mlflow_experiment_id") or experiment_id, result.get("mlflow_run_id"))
-        chart = latency_chart_path(config.root_dir, config.environment, key)
-        if not result.get("measurements"):
-            chart = None
-        elif result["status"] != "existing" or not chart.exists():
+        chart_file = latency_chart_path(config.root_dir, config.environment, key)
+        chart: Path | None = chart_file if result.get("measurements") else None
+        if chart is not None and (result["status"] != "existing" or not chart_file.exists()):
             # A key's chart never changes, so an existing benchmark reuses the one drawn with it: a run that
             # benchmarks nothing imports no matplotlib either.
             from benchmark_pipeline.benchmarking.report import plot_latency
 
-            chart = plot_latency(result, chart)
+            chart = plot_latency(result, chart_file)
         metadata = benchmark_metadata(result, status, url, chart)
         if stale.get(key):
             metadata["stale_running_runs"] = dg.MetadataValue.json(stale[key])

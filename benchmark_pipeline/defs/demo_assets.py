@@ -9,7 +9,7 @@ imported when an asset runs, not when the code location loads.
 
 import dagster as dg
 
-from benchmark_pipeline.config import ConfigError
+from benchmark_pipeline.config import ConfigError, PipelineConfig
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, backbone_variant_partitions, pair_key, split_pair_key
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
@@ -18,7 +18,7 @@ from benchmark_pipeline.demo.settings import validate_demo_config
 DEMO_GROUP = "demo"
 
 
-def _demo_config(settings: PipelineSettings):  # type: ignore[no-untyped-def]
+def _demo_config(settings: PipelineSettings) -> PipelineConfig:
     try:
         return validate_demo_config(settings.load())
     except ConfigError as error:

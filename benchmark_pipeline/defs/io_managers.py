@@ -79,7 +79,7 @@ class JsonUPathIOManager(dg.UPathIOManager):
             # A reader on another machine (a shared mount) must never see half a file.
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             temporary.write_text(text, encoding="utf-8")
-            os.replace(temporary, path)
+            os.replace(str(temporary), str(path))
         else:
             path.write_text(text, encoding="utf-8")  # object stores write whole objects
 

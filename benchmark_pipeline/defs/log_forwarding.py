@@ -12,7 +12,7 @@ _CORE_LOGGER = "benchmark_pipeline"
 
 
 class _DagsterLogHandler(logging.Handler):
-    def __init__(self, context: dg.OpExecutionContext) -> None:
+    def __init__(self, context: dg.OpExecutionContext | dg.AssetExecutionContext) -> None:
         super().__init__(level=logging.INFO)
         self._context = context
 
@@ -27,7 +27,7 @@ class _DagsterLogHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def forward_core_logs(context: dg.OpExecutionContext) -> Iterator[None]:
+def forward_core_logs(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> Iterator[None]:
     logger = logging.getLogger(_CORE_LOGGER)
     handler = _DagsterLogHandler(context)
     previous_level = logger.level

@@ -100,7 +100,7 @@ def partition_outputs(context: dg.AssetExecutionContext, results: Mapping[str, P
             context.log_event(
                 dg.AssetCheckEvaluation(
                     asset_key=context.asset_key,
-                    check_name=check.check_name,
+                    check_name=check.check_name or "",  # always set: the checks of this layer are named
                     passed=check.passed,
                     metadata=check.metadata,
                     severity=check.severity,

@@ -122,7 +122,8 @@ def write_dataset(data_config: Mapping[str, Any], root_dir: Path) -> DatasetPath
     """
     fingerprint = data_fingerprint(data_config)
     directory = dataset_directory(data_config, root_dir)
-    paths = DatasetPaths(directory, *(directory / f"{s}.jsonl" for s in SPLITS), fingerprint=fingerprint)
+    train, validation, test = (directory / f"{split}.jsonl" for split in SPLITS)
+    paths = DatasetPaths(directory, train, validation, test, fingerprint=fingerprint)
     meta_path = directory / "dataset.json"
     if meta_path.exists():
         try:

@@ -44,7 +44,8 @@ class _SelfAttentionBlock(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + additive_mask
         attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, length, width)
         hidden = self.norm1(hidden + self.dropout(self.out(attended)))
-        return self.norm2(hidden + self.dropout(self.ff(hidden)))
+        normalized: torch.Tensor = self.norm2(hidden + self.dropout(self.ff(hidden)))
+        return normalized
 
 
 class TransformerTagger(nn.Module):
@@ -63,7 +64,8 @@ class TransformerTagger(nn.Module):
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * -1e4
         for block in self.blocks:
             hidden = block(hidden, additive_mask)
-        return self.classifier(hidden)
+        logits: torch.Tensor = self.classifier(hidden)
+        return logits
 
 
 class BiLstmTagger(nn.Module):
@@ -79,7 +81,8 @@ class BiLstmTagger(nn.Module):
         # Explicit initial states sized from the input keep the exported LSTM's batch axis dynamic.
         zeros = embedded.new_zeros(2, input_ids.shape[0], self.lstm.hidden_size)
         encoded, _ = self.lstm(embedded, (zeros, zeros))
-        return self.classifier(self.dropout(encoded))
+        logits: torch.Tensor = self.classifier(self.dropout(encoded))
+        return logits
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,8 @@ def _run_study(
     vocab_size = int(config.data_config["vocab_size"])
     hpo_seed = int(config.hpo_config.get("seed", 0))
     # load_if_exists: a worker that loses the race to create the study loads the winner's.
-    study = optuna.create_study(study_name=name, storage=rdb, direction=direction, sampler=sampler, load_if_exists=True)
+    # the config checked it is "maximize" or "minimize"
+    study = optuna.create_study(study_name=name, storage=rdb, direction=direction, sampler=sampler, load_if_exists=True)  # type: ignore[arg-type]
     if study.direction.name.lower() != direction:
         raise ValueError(f"study {name} in {storage} is {study.direction.name.lower()}, but the config asks to {direction}")
     recorded_key = study.user_attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)

@@ -86,8 +86,8 @@ def scan_mlflow(
             }
         )
         if unsafe:
-            value = run.run_id if unsafe == "run_id" else tags[unsafe]
-            logger.warning("MLflow run %s: %s is %r, not a safe identity; run excluded", run.run_id, unsafe, value[:100])
+            unsafe_value = run.run_id if unsafe == "run_id" else tags[unsafe]
+            logger.warning("MLflow run %s: %s is %r, not a safe identity; run excluded", run.run_id, unsafe, unsafe_value[:100])
             scan.exclude(f"{UNSAFE_VALUE}:{unsafe}", variant)
             continue
         value = run.metrics.get(metric_name)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
+from optuna.study._frozen import FrozenStudy  # what RDBStorage.get_all_studies() returns; not re-exported
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -25,10 +26,10 @@ class StudyDirectionError(ValueError):
     """A study optimizes in the opposite direction from ``hpo_config["objective"]["direction"]``."""
 
 
-def _study_belongs_to(study: optuna.Study | optuna.study.FrozenStudy, backbone: str) -> bool:
+def _study_belongs_to(study: optuna.Study | FrozenStudy, backbone: str) -> bool:
     owner = study.user_attrs.get(contract.STUDY_ATTR_BACKBONE)
     if owner is not None:
-        return owner == backbone
+        return bool(owner == backbone)
     # Without the attribute only "{backbone}_v<N>" or "{backbone}" itself is claimed: a plain prefix match
     # would let "bilstm" claim "bilstm_large_v1".
     return study.study_name == backbone or contract.variant_from_study_name(study.study_name) is not None and study.study_name.rsplit("_", 1)[0] == backbone
@@ -83,7 +84,7 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
                 backbone=scan.backbone,
                 variant=variant,
                 trial_id=trial_key,
-                metric=float(trial.value),
+                metric=float(trial.value),  # type: ignore[arg-type]  # is_finite_metric(trial.value) holds
                 trial_number=trial.number,
                 run_id=trial.user_attrs.get(contract.ATTR_MLFLOW_RUN_ID),
                 study_name=study.study_name,

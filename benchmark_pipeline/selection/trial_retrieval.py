@@ -273,7 +273,7 @@ def _retrieve_partitions(
     data_config: dict[str, Any],
     hpo_dir: Path,
     client: MlflowClient | None,
-    timeout_s: float,
+    timeout_s: float | None,
     studies: Mapping[str, optuna.Study],
     storages: Iterable[str],
     storage_pool: StudyStorages,
