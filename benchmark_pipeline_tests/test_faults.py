@@ -395,6 +395,16 @@ _BENCHMARK_WORKER = textwrap.dedent(
 )
 
 
+def _default_sigterm() -> None:
+    """In the child, before exec: SIGTERM's default disposition, as a process started by a shell or a scheduler has.
+
+    An ignored signal stays ignored across exec, and this test process may ignore SIGTERM by then: Dagster
+    maps SIGTERM to SIGINT's handler when it executes in-process (earlier tests do), and SIGINT is ignored
+    in jobs a non-interactive shell starts in the background.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _wait_for_running_run(client: MlflowClient, config: Any, process: subprocess.Popen[Any]) -> None:
     assert wait_until(lambda: any(r.info.status == "RUNNING" for r in _runs(client, config)) or process.poll() is not None, 180)
     assert process.poll() is None, "the benchmark process ended before it was signalled"
@@ -417,7 +427,7 @@ def test_sigterm_of_a_benchmark_process_closes_its_run_killed(demo_sweeps: DemoS
             "hpo_config": config.hpo_config, "benchmark_config": slow, "experiment": config.benchmark_experiment(),
             "uri": mlflow_server, "hpo_dir": str(config.hpo_output_dir)}  # fmt: skip
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    process = subprocess.Popen([sys.executable, "-c", _BENCHMARK_WORKER, str(tmp_path / "spec.json")], cwd=PROJECT_ROOT)
+    process = subprocess.Popen([sys.executable, "-c", _BENCHMARK_WORKER, str(tmp_path / "spec.json")], cwd=PROJECT_ROOT, preexec_fn=_default_sigterm)
     client = MlflowClient(mlflow_server)
     try:
         _wait_for_running_run(client, config, process)
@@ -450,7 +460,7 @@ def test_sigterm_of_dagster_asset_materialize_closes_its_run_killed(demo_sweeps:
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "benchmark_pipeline.definitions",
                "--select", "best_trial,benchmark_result", "--partition", "bilstm"]  # fmt: skip
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_sigterm)
     client = MlflowClient(mlflow_server)
     try:
         _wait_for_running_run(client, config, process)
