@@ -111,6 +111,20 @@ def ensure_reachable(tracking_uri: str, timeout_s: float | None = None) -> None:
         raise MlflowUnavailableError(f"MLflow server {tracking_uri} is unreachable: {error}") from None
 
 
+def reachable_client(client: MlflowClient | None) -> MlflowClient | None:
+    """``client`` when its server answers ``/health`` (:func:`ensure_reachable`), else ``None`` with a
+    WARNING: a dead server would make every later call wait out its retries, so callers then use the disk
+    cache alone."""
+    if client is None:
+        return None
+    try:
+        ensure_reachable(client_tracking_uri(client))
+    except MlflowUnavailableError as error:
+        logger.warning("%s; using the disk cache only", error)
+        return None
+    return client
+
+
 def client_tracking_uri(client: MlflowClient) -> str:
     return str(client._tracking_client.tracking_uri)  # noqa: SLF001 - the only public way is the constructor
 

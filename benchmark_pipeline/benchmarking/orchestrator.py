@@ -56,6 +56,7 @@ from benchmark_pipeline.tracking import (
     client_tracking_uri,
     default_artifact_location,
     ensure_reachable,
+    reachable_client,
     get_or_create_experiment,
 )
 
@@ -71,17 +72,6 @@ class BenchmarkFailedError(RuntimeError):
     def __init__(self, failures: Mapping[str, str]) -> None:
         self.failures = dict(failures)
         super().__init__("benchmarks failed:\n" + "\n".join(f"  {k}: {v}" for k, v in self.failures.items()))
-
-
-def _reachable(client: MlflowClient | None) -> MlflowClient | None:
-    if client is None:
-        return None
-    try:
-        ensure_reachable(client_tracking_uri(client))
-    except MlflowUnavailableError as error:
-        logger.warning("%s; using the disk cache only", error)
-        return None
-    return client
 
 
 def _benchmark_experiment_id(client: MlflowClient | None, experiment: Mapping[str, str], root_dir: Path) -> str | None:
@@ -113,7 +103,7 @@ def filter_missing_benchmarks(
     backup, a deleted run): when MLflow is reachable, the cache's word is checked against it.
     """
     validate_benchmark_config(benchmark_config)
-    client = _reachable(client_or_default(mlflow_client))
+    client = reachable_client(client_or_default(mlflow_client))
     directory = cache_dir(root_dir, environment)
     in_mlflow: set[str] = set()
     if client is not None:
@@ -290,7 +280,7 @@ def benchmark_best_trials(
     validate_benchmark_config(benchmark_config)
     test_data = Path(test_data_path) if test_data_path is not None else resolve_test_data(benchmark_config, Path(root_dir))
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
-    client = _reachable(client_or_default(mlflow_client))
+    client = reachable_client(client_or_default(mlflow_client))
     stores = _Stores(client, experiment, _benchmark_experiment_id(client, experiment, Path(root_dir)), cache_dir(root_dir, environment), Path(root_dir), environment)
     hpo_dirs = [hpo_output_dir, *(info.get("hpo_output_dir") for info in iter_trial_infos(best_trials))]
     allowed_roots = allowed_model_roots(Path(root_dir), environment, hpo_dirs)

@@ -27,7 +27,7 @@ from benchmark_pipeline.defs.partition_runs import PartitionResult, input_by_par
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.selection.shapes import iter_trial_infos
-from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, resolve_experiment_id
+from benchmark_pipeline.tracking import reachable_client, resolve_experiment_id
 
 
 def latency_chart_path(root_dir: Path, environment: str, benchmark_key: str) -> Path:
@@ -47,16 +47,6 @@ def _nested(trials: Mapping[str, dict[str, Any]], per_variant: bool) -> dict[str
     return shaped
 
 
-def _reachable(client: Any) -> Any:
-    """``client``, or ``None`` when its server does not answer: a dead server would make MLflow's client retry
-    for minutes on every call, so lookups then use the disk cache alone."""
-    try:
-        ensure_reachable(client_tracking_uri(client))
-    except MlflowUnavailableError:
-        return None
-    return client
-
-
 def _run_missing(context: dg.AssetExecutionContext, config: PipelineConfig, client: Any, trials: dict[str, dict[str, Any]], per_variant: bool) -> dict[str, dict[str, Any]]:
     """``{benchmark key: result}`` for the step's trials: one existence check for all of them, then the stored
     result of each existing key and a benchmark of each missing one."""
@@ -68,7 +58,7 @@ def _run_missing(context: dg.AssetExecutionContext, config: PipelineConfig, clie
     missing_keys = {key_for_trial(info, config.data_config, config.benchmark_config) for info in iter_trial_infos(missing)}
     results: dict[str, dict[str, Any]] = {}
     todo: dict[str, dict[str, Any]] = {}
-    lookup = _reachable(client) if set(keys.values()) - missing_keys else None
+    lookup = reachable_client(client) if set(keys.values()) - missing_keys else None
     for partition, key in keys.items():
         found = None if key in missing_keys else find_existing_benchmark(key, config.benchmark_experiment(), config.root_dir, config.environment, lookup)
         if found is not None:
@@ -126,7 +116,7 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
     with forward_core_logs(context):
         by_key = _run_missing(context, config, client, trials, per_variant)
     # For the MLflow run links of results that do not name their experiment (none while MLflow is down).
-    reachable = _reachable(client)
+    reachable = reachable_client(client)
     needs_id = any(r.get("mlflow_run_id") and not r.get("mlflow_experiment_id") for r in by_key.values())
     experiment_id = resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None and needs_id else None
     stale = _stale_running_runs(reachable, config)
