@@ -35,9 +35,11 @@ postgres:
 	  else echo "WARNING: PostgreSQL is missing and this is not root: install it (apt-get install postgresql) or the deployment tests skip"; fi; \
 	fi
 
-# Layer contracts (pyproject.toml [tool.importlinter]: the core imports neither Dagster nor the demo) and types
-# (pyproject.toml [tool.mypy]).
+# Lint and format (pyproject.toml [tool.ruff]), layer contracts ([tool.importlinter]: the core imports neither
+# Dagster nor the demo) and types ([tool.mypy]).
 lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

@@ -39,14 +39,27 @@ def mlflow_server(db_path: Path, artifacts: Path, log_path: Path) -> Iterator[st
     port = free_port()
     script = Path(sys.executable).parent / "mlflow"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
-    command += ["server", "--backend-store-uri", f"sqlite:///{db_path}", "--artifacts-destination", str(artifacts),
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command += [
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{db_path}",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = dict(os.environ)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env["PYTHONUNBUFFERED"] = "1"  # so the access log can be read while the server runs
     uri = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=db_path.parent, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=db_path.parent, env=env, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -91,11 +104,21 @@ def machine_info() -> dict[str, Any]:
             versions[name] = "?"
     mem_kb = 0
     try:
-        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem_kb = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
     except Exception:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "platform": platform.platform(), **versions}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions,
+    }
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -33,8 +33,17 @@ BACKBONES = ("tiny_transformer", "bilstm", "cnn", "gru")
 VARIANTS = ("v1", "v2", "v3")
 TOTAL_RUNS = 10_000
 METRIC = "macro-f1"
-DATA_CONFIG = {"name": "synthetic-ner", "version": "1", "seed": 13, "vocab_size": 400, "max_length": 32,
-               "train_size": 768, "validation_size": 192, "test_size": 192, "local_path": None}
+DATA_CONFIG = {
+    "name": "synthetic-ner",
+    "version": "1",
+    "seed": 13,
+    "vocab_size": 400,
+    "max_length": 32,
+    "train_size": 768,
+    "validation_size": 192,
+    "test_size": 192,
+    "local_path": None,
+}
 GENERATOR_VERSION = 2
 
 
@@ -115,7 +124,9 @@ def build(force: bool = False) -> dict:
                         fp = "1-0000000000000000"
                         value = top + 0.01  # better, but trained on other data
                 # the planted winner is the oldest run; its tied rivals are the newest
-                start = starts[0] if number == 0 else starts[-number] if number in (1, 2) else starts[min(number, n - 1)]
+                start = (
+                    starts[0] if number == 0 else starts[-number] if number in (1, 2) else starts[min(number, n - 1)]
+                )
                 run_id = uuid.UUID(int=rng.getrandbits(128)).hex
                 trial_key = uuid.UUID(int=rng.getrandbits(128)).hex
                 tags = {
@@ -132,10 +143,17 @@ def build(force: bool = False) -> dict:
                     del tags[drop_tag]
                 if drop_variant:
                     del tags["code.variant"]
-                params = {"learning_rate": f"{rng.uniform(1e-3, 3e-2):.6g}", "dropout": f"{rng.uniform(0, 0.3):.4g}",
-                          "width": str(rng.choice([32, 48, 64]))}
-                metrics = {"train_loss": rng.uniform(0.1, 2.0), "train_seconds": rng.uniform(1, 30),
-                           "onnx_max_abs_diff": rng.uniform(0, 1e-5), "num_parameters": float(rng.randrange(10_000, 90_000))}
+                params = {
+                    "learning_rate": f"{rng.uniform(1e-3, 3e-2):.6g}",
+                    "dropout": f"{rng.uniform(0, 0.3):.4g}",
+                    "width": str(rng.choice([32, 48, 64])),
+                }
+                metrics = {
+                    "train_loss": rng.uniform(0.1, 2.0),
+                    "train_seconds": rng.uniform(1, 30),
+                    "onnx_max_abs_diff": rng.uniform(0, 1e-5),
+                    "num_parameters": float(rng.randrange(10_000, 90_000)),
+                }
                 if value is not None:
                     metrics[METRIC] = value
                 rows.append((experiments[backbone], run_id, start, status, deleted, tags, params, metrics))
@@ -143,24 +161,46 @@ def build(force: bool = False) -> dict:
         for experiment_id, run_id, start, status, deleted, tags, params, metrics in rows:
             finished = status != "RUNNING"
             run = SqlRun(
-                name=tags["mlflow.runName"], artifact_uri=f"{(STORE_DIR / 'artifacts').as_uri()}/{experiment_id}/{run_id}/artifacts",
-                run_uuid=run_id, experiment_id=int(experiment_id), source_type=SourceType.to_string(SourceType.UNKNOWN),
-                source_name="", entry_point_name="", user_id="bench", status=status, start_time=start,
-                end_time=start + 60_000 if finished else None, deleted_time=start + 120_000 if deleted else None,
-                source_version="", lifecycle_stage=LifecycleStage.DELETED if deleted else LifecycleStage.ACTIVE,
+                name=tags["mlflow.runName"],
+                artifact_uri=f"{(STORE_DIR / 'artifacts').as_uri()}/{experiment_id}/{run_id}/artifacts",
+                run_uuid=run_id,
+                experiment_id=int(experiment_id),
+                source_type=SourceType.to_string(SourceType.UNKNOWN),
+                source_name="",
+                entry_point_name="",
+                user_id="bench",
+                status=status,
+                start_time=start,
+                end_time=start + 60_000 if finished else None,
+                deleted_time=start + 120_000 if deleted else None,
+                source_version="",
+                lifecycle_stage=LifecycleStage.DELETED if deleted else LifecycleStage.ACTIVE,
             )
             run.tags = [SqlTag(key=k, value=v) for k, v in tags.items()]
             run.params = [SqlParam(key=k, value=v) for k, v in params.items()]
             session.add(run)
             for key, raw in metrics.items():
                 is_nan, value = store.sanitize_metric_value(float(raw))
-                common = dict(key=key, value=value, timestamp=start + 59_000, step=0, is_nan=is_nan, run_uuid=run_id)
+                common = {
+                    "key": key,
+                    "value": value,
+                    "timestamp": start + 59_000,
+                    "step": 0,
+                    "is_nan": is_nan,
+                    "run_uuid": run_id,
+                }
                 session.add(SqlMetric(**common))
                 session.add(SqlLatestMetric(**common))
         assert RunStatus  # statuses are written as MLflow's strings
     store.engine.dispose()
-    manifest = {"version": GENERATOR_VERSION, "runs": len(rows), "experiments": experiments, "data_fp": data_fp,
-                "build_s": time.perf_counter() - started, "db": str(DB_PATH)}
+    manifest = {
+        "version": GENERATOR_VERSION,
+        "runs": len(rows),
+        "experiments": experiments,
+        "data_fp": data_fp,
+        "build_s": time.perf_counter() - started,
+        "db": str(DB_PATH),
+    }
     MANIFEST.write_text(json.dumps(manifest, indent=2))
     return manifest
 

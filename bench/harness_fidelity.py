@@ -81,10 +81,22 @@ def main() -> None:
     config = load_config(env={})
     data_config = dict(config.data_config)
     test_path = write_dataset(data_config, DIR).test
-    bench_config = {**config.benchmark_config, "backends": ["onnxruntime"], "batch_sizes": [args.batch_size],
-                    "warmup": 20, "iterations": 30, "min_duration_s": args.seconds, "intra_op_threads": 1}
-    trial_info = {"backbone": meta["backbone"], "variant": meta["variant"], "trial_id": meta["trial_key_hash"],
-                  "run_id": meta.get("mlflow_run_id"), "hyperparameters": meta["hyperparameters"]}
+    bench_config = {
+        **config.benchmark_config,
+        "backends": ["onnxruntime"],
+        "batch_sizes": [args.batch_size],
+        "warmup": 20,
+        "iterations": 30,
+        "min_duration_s": args.seconds,
+        "intra_op_threads": 1,
+    }
+    trial_info = {
+        "backbone": meta["backbone"],
+        "variant": meta["variant"],
+        "trial_id": meta["trial_key_hash"],
+        "run_id": meta.get("mlflow_run_id"),
+        "hyperparameters": meta["hyperparameters"],
+    }
     data = load_split(test_path, int(bench_config["max_length"]))
     input_ids, attention_mask = _batch(data, args.batch_size)
     same_threads = open_onnx_session(model_dir / "model.onnx", "cpu", 1).session
@@ -92,34 +104,69 @@ def main() -> None:
 
     rounds = []
     for _ in range(args.repeats):
-        result = run_benchmark("bench:key", trial_info, model_dir, test_path, data_config, bench_config, progress=lambda m: None)
+        result = run_benchmark(
+            "bench:key", trial_info, model_dir, test_path, data_config, bench_config, progress=lambda m: None
+        )
         (measured,) = result.measurements
         count = int(measured["count"])
         bare = bare_loop(same_threads, input_ids, attention_mask, 20, count)
         default = bare_loop(default_threads, input_ids, attention_mask, 20, count)
-        rounds.append({"harness_p50_ms": measured["p50_ms"], "harness_count": count, "harness_cv": measured["cv"],
-                       "bare_p50_ms": float(np.median(bare)) / 1e6, "bare_cv": float(bare.std(ddof=1) / bare.mean()),
-                       "default_threads_p50_ms": float(np.median(default)) / 1e6,
-                       "default_threads_cv": float(default.std(ddof=1) / default.mean())})
+        rounds.append(
+            {
+                "harness_p50_ms": measured["p50_ms"],
+                "harness_count": count,
+                "harness_cv": measured["cv"],
+                "bare_p50_ms": float(np.median(bare)) / 1e6,
+                "bare_cv": float(bare.std(ddof=1) / bare.mean()),
+                "default_threads_p50_ms": float(np.median(default)) / 1e6,
+                "default_threads_cv": float(default.std(ddof=1) / default.mean()),
+            }
+        )
     harness = [r["harness_p50_ms"] for r in rounds]
     bare = [r["bare_p50_ms"] for r in rounds]
     default = [r["default_threads_p50_ms"] for r in rounds]
-    ratios = [h / b for h, b in zip(harness, bare)]
+    ratios = [h / b for h, b in zip(harness, bare, strict=True)]
     cv = statistics.stdev(harness) / statistics.mean(harness)
     cv_default = statistics.stdev(default) / statistics.mean(default)
-    out = {"model": str(model_dir), "trial": meta["trial_key_hash"], "batch_size": args.batch_size, "rounds": rounds,
-           "ratio_median": statistics.median(ratios), "ratio_max_dev": max(abs(r - 1) for r in ratios),
-           "harness_p50_cv_over_repeats": cv, "default_threads_p50_cv_over_repeats": cv_default,
-           "bench_config": bench_config, "ort_version": ort.__version__, "machine": machine_info()}
+    out = {
+        "model": str(model_dir),
+        "trial": meta["trial_key_hash"],
+        "batch_size": args.batch_size,
+        "rounds": rounds,
+        "ratio_median": statistics.median(ratios),
+        "ratio_max_dev": max(abs(r - 1) for r in ratios),
+        "harness_p50_cv_over_repeats": cv,
+        "default_threads_p50_cv_over_repeats": cv_default,
+        "bench_config": bench_config,
+        "ort_version": ort.__version__,
+        "machine": machine_info(),
+    }
     write_result("harness_fidelity", out)
-    rows = [(f"round {i + 1}: harness p50 / bare p50", f"{h:.4f}/{b:.4f} ms", f"ratio {h / b:.3f}; harness n={r['harness_count']}")
-            for i, (h, b, r) in enumerate(zip(harness, bare, rounds))]
-    rows += [
-        ("harness p50 / bare loop p50 (median)", f"{out['ratio_median']:.3f}", f"max |dev| {out['ratio_max_dev'] * 100:.1f}%  target within 3%"),
-        ("CV of harness p50 over repeats", f"{cv * 100:.2f}%", "target <= 5%"),
-        ("bare loop, ORT default threads: p50", f"{statistics.median(default):.4f} ms", f"CV of p50 over repeats {cv_default * 100:.2f}%"),
+    rows = [
+        (
+            f"round {i + 1}: harness p50 / bare p50",
+            f"{h:.4f}/{b:.4f} ms",
+            f"ratio {h / b:.3f}; harness n={r['harness_count']}",
+        )
+        for i, (h, b, r) in enumerate(zip(harness, bare, rounds, strict=True))
     ]
-    print_table(f"Harness fidelity: {meta['backbone']} trial {meta['trial_key_hash'][:12]}, batch {args.batch_size}, 1 intra-op thread", rows)
+    rows += [
+        (
+            "harness p50 / bare loop p50 (median)",
+            f"{out['ratio_median']:.3f}",
+            f"max |dev| {out['ratio_max_dev'] * 100:.1f}%  target within 3%",
+        ),
+        ("CV of harness p50 over repeats", f"{cv * 100:.2f}%", "target <= 5%"),
+        (
+            "bare loop, ORT default threads: p50",
+            f"{statistics.median(default):.4f} ms",
+            f"CV of p50 over repeats {cv_default * 100:.2f}%",
+        ),
+    ]
+    print_table(
+        f"Harness fidelity: {meta['backbone']} trial {meta['trial_key_hash'][:12]}, batch {args.batch_size}, 1 intra-op thread",
+        rows,
+    )
 
 
 if __name__ == "__main__":

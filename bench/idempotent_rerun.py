@@ -44,7 +44,9 @@ def prepare(work, rev: str) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     os.symlink(REPO / ".venv", work / ".venv")
-    archive = subprocess.run(["git", "archive", rev, "benchmark_pipeline", "scripts"], cwd=REPO, check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", rev, "benchmark_pipeline", "scripts"], cwd=REPO, check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
 
 
@@ -79,7 +81,9 @@ def benchmark_run_count(work) -> int:
 def run_demo(work, label: str) -> dict:
     before = benchmark_run_count(work)
     started = time.perf_counter()
-    proc = subprocess.run(["bash", "scripts/demo.sh"], cwd=work, env=_env(work), capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", "scripts/demo.sh"], cwd=work, env=_env(work), capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - started
     (RESULTS_DIR / f"demo_{label}.stdout.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -110,34 +114,81 @@ def run_demo(work, label: str) -> dict:
 def one_partition(work) -> dict:
     """``best_trial,benchmark_result`` for one backbone, alone, as the UI's or the sensor's one-partition runs."""
     env = {**_env(work), "DAGSTER_HOME": str(work / ".dagster_home")}
-    pairs = subprocess.run([PY, "-m", "benchmark_pipeline.demo", "pairs"], cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    pairs = subprocess.run(
+        [PY, "-m", "benchmark_pipeline.demo", "pairs"], cwd=work, env=env, capture_output=True, text=True, check=True
+    ).stdout
     backbone = sorted(line.split("|")[0] for line in pairs.split())[0]
-    command = [DAGSTER, "asset", "materialize", "-m", "benchmark_pipeline.definitions", "--select", "best_trial,benchmark_result",
-               "--partition", backbone, "--config-json", '{"execution": {"config": {"in_process": {}}}}']
+    command = [
+        DAGSTER,
+        "asset",
+        "materialize",
+        "-m",
+        "benchmark_pipeline.definitions",
+        "--select",
+        "best_trial,benchmark_result",
+        "--partition",
+        backbone,
+        "--config-json",
+        '{"execution": {"config": {"in_process": {}}}}',
+    ]
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit("one-partition materialization failed")
-    return {"backbone": backbone, "wall_s": wall, "skipped": "skipped: already benchmarked" in proc.stdout + proc.stderr}
+    return {
+        "backbone": backbone,
+        "wall_s": wall,
+        "skipped": "skipped: already benchmarked" in proc.stdout + proc.stderr,
+    }
 
 
 def import_floor(work) -> dict:
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        subprocess.run([PY, "-c", "import benchmark_pipeline.definitions"], check=True, cwd=work, env=_env(work), capture_output=True)
+        subprocess.run(
+            [PY, "-c", "import benchmark_pipeline.definitions"],
+            check=True,
+            cwd=work,
+            env=_env(work),
+            capture_output=True,
+        )
         times.append(time.perf_counter() - t)
     t = time.perf_counter()
     subprocess.run([str(REPO / ".venv" / "bin" / "dagster"), "--version"], check=True, capture_output=True)
     dagster_version_s = time.perf_counter() - t
     probe = "import sys, json, benchmark_pipeline.definitions; print(json.dumps(sorted(m for m in ('torch', 'onnxruntime', 'matplotlib') if m in sys.modules)))"
-    loaded = json.loads(subprocess.run([PY, "-c", probe], check=True, cwd=work, env=_env(work), capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    proc = subprocess.run([PY, "-X", "importtime", "-c", "import benchmark_pipeline.definitions"], capture_output=True, text=True, cwd=work, env=_env(work), check=False)
+    loaded = json.loads(
+        subprocess.run([PY, "-c", probe], check=True, cwd=work, env=_env(work), capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    proc = subprocess.run(
+        [PY, "-X", "importtime", "-c", "import benchmark_pipeline.definitions"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=_env(work),
+        check=False,
+    )
     # cumulative import time of the heavy third-party packages (the first time each top module is imported;
     # they overlap: mlflow imports pandas, dagster imports sqlalchemy, ...)
-    heavy = ("dagster", "torch", "mlflow", "optuna", "onnxruntime", "pandas", "sqlalchemy", "onnx", "numpy", "pydantic", "grpc", "matplotlib")
+    heavy = (
+        "dagster",
+        "torch",
+        "mlflow",
+        "optuna",
+        "onnxruntime",
+        "pandas",
+        "sqlalchemy",
+        "onnx",
+        "numpy",
+        "pydantic",
+        "grpc",
+        "matplotlib",
+    )
     by_top: dict[str, int] = {}
     total_us = 0
     for line in proc.stderr.splitlines():
@@ -162,9 +213,13 @@ def measure(work, rev: str, label: str) -> dict:
     warm = run_demo(work, f"{label}_warm")
     alone = one_partition(work)
     floor = import_floor(work)
-    processes = len(warm["materialize_steps"]) + sum(1 for _ in re.finditer(r"\$PY -m benchmark_pipeline\.demo", (work / "scripts" / "demo.sh").read_text()))
+    processes = len(warm["materialize_steps"]) + sum(
+        1 for _ in re.finditer(r"\$PY -m benchmark_pipeline\.demo", (work / "scripts" / "demo.sh").read_text())
+    )
     return {
-        "rev": subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip(),
+        "rev": subprocess.run(
+            ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip(),
         "cold": cold,
         "warm": warm,
         "ratio_warm_to_cold": warm["wall_s"] / cold["wall_s"],
@@ -185,7 +240,10 @@ def main() -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     trees = [("baseline", args.baseline)] if args.baseline else []
     trees.append(("head", "HEAD"))
-    result = {label: measure(REPO / "bench" / ".cache" / ("demo_run" if label == "head" else "demo_run_baseline"), rev, label) for label, rev in trees}
+    result = {
+        label: measure(REPO / "bench" / ".cache" / ("demo_run" if label == "head" else "demo_run_baseline"), rev, label)
+        for label, rev in trees
+    }
     result["machine"] = machine_info()
     write_result("idempotent_rerun", result)
     labels = [label for label, _ in trees]
@@ -203,25 +261,58 @@ def main() -> None:
             row("warm / cold (wall)", lambda r: f"{r['ratio_warm_to_cold']:.3f}", "target <= 0.10"),
             row("warm / cold (materialize calls)", lambda r: f"{r['ratio_warm_to_cold_materialize']:.3f}"),
             row("dagster asset materialize calls", lambda r: str(r["dagster_cli_calls"])),
-            row("benchmark runs created in 2nd run (MLflow)", lambda r: str(r["benchmark_executions_second_run_mlflow"]), "must be 0"),
-            row("benchmark steps measured in 2nd run (log)", lambda r: str(r["warm"]["measured_steps_in_log"]), "must be 0"),
+            row(
+                "benchmark runs created in 2nd run (MLflow)",
+                lambda r: str(r["benchmark_executions_second_run_mlflow"]),
+                "must be 0",
+            ),
+            row(
+                "benchmark steps measured in 2nd run (log)",
+                lambda r: str(r["warm"]["measured_steps_in_log"]),
+                "must be 0",
+            ),
             row("HPO trials trained in 2nd run (log)", lambda r: str(r["warm"]["trials_trained_in_log"]), "must be 0"),
-            row("demo's 'N ran, M skipped' (cold / warm)", lambda r: f"{r['cold']['demo_ran_skipped']} / {r['warm']['demo_ran_skipped']}"),
-            row("one partition alone (best_trial,benchmark_result)", lambda r: f"{r['one_partition']['wall_s']:.1f} s", "no slower than baseline"),
+            row(
+                "demo's 'N ran, M skipped' (cold / warm)",
+                lambda r: f"{r['cold']['demo_ran_skipped']} / {r['warm']['demo_ran_skipped']}",
+            ),
+            row(
+                "one partition alone (best_trial,benchmark_result)",
+                lambda r: f"{r['one_partition']['wall_s']:.1f} s",
+                "no slower than baseline",
+            ),
             row("python processes started per demo", lambda r: str(r["python_processes_per_demo"])),
-            row("import benchmark_pipeline.definitions (process)", lambda r: f"{r['floor']['import_definitions_s_min']:.2f} s", "best of 3, fresh process"),
-            row("  ... of which the import itself (-X importtime)", lambda r: f"{r['floor']['import_definitions_importtime_s']:.2f} s"),
-            row("  ... torch / onnxruntime / matplotlib loaded", lambda r: ",".join(r["floor"]["heavy_modules_loaded"]) or "none", "must be none"),
+            row(
+                "import benchmark_pipeline.definitions (process)",
+                lambda r: f"{r['floor']['import_definitions_s_min']:.2f} s",
+                "best of 3, fresh process",
+            ),
+            row(
+                "  ... of which the import itself (-X importtime)",
+                lambda r: f"{r['floor']['import_definitions_importtime_s']:.2f} s",
+            ),
+            row(
+                "  ... torch / onnxruntime / matplotlib loaded",
+                lambda r: ",".join(r["floor"]["heavy_modules_loaded"]) or "none",
+                "must be none",
+            ),
             row("floor = processes x import", lambda r: f"{r['floor_estimate_s']:.1f} s"),
-            row("warm: time inside asset steps (Dagster log)", lambda r: f"{r['warm']['asset_step_bodies_s']:.1f} s", "the pipeline's own work"),
+            row(
+                "warm: time inside asset steps (Dagster log)",
+                lambda r: f"{r['warm']['asset_step_bodies_s']:.1f} s",
+                "the pipeline's own work",
+            ),
         ],
     )
     for label in labels:
         r = result[label]
         print(f"per-call wall, {label} (cold vs warm):")
-        for (name, c), (_, w) in zip(r["cold"]["materialize_steps"], r["warm"]["materialize_steps"]):
+        for (name, c), (_, w) in zip(r["cold"]["materialize_steps"], r["warm"]["materialize_steps"], strict=True):
             print(f"  {name:90s} {c:4d}s {w:4d}s")
-        print("  largest top-level imports (cumulative ms):", ", ".join(f"{n} {ms:.0f}" for n, ms in r["floor"]["importtime_top_ms"]))
+        print(
+            "  largest top-level imports (cumulative ms):",
+            ", ".join(f"{n} {ms:.0f}" for n, ms in r["floor"]["importtime_top_ms"]),
+        )
 
 
 if __name__ == "__main__":

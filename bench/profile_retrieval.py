@@ -68,8 +68,18 @@ def main() -> None:
         experiments = {b: {"id": manifest["experiments"][b]} for b in BACKBONES}
 
         def retrieve():
-            return retrieve_best_trials([BACKBONES[0]], experiments, None, {"hpo_output_dir": str(hpo_dir)},
-                                        {"objective": {"metric": METRIC, "direction": "maximize"}}, DATA_CONFIG, hpo_dir, "bench", "overall", client)
+            return retrieve_best_trials(
+                [BACKBONES[0]],
+                experiments,
+                None,
+                {"hpo_output_dir": str(hpo_dir)},
+                {"objective": {"metric": METRIC, "direction": "maximize"}},
+                DATA_CONFIG,
+                hpo_dir,
+                "bench",
+                "overall",
+                client,
+            )
 
         retrieve()
         profiler = Profiler(interval=0.001)
@@ -80,14 +90,35 @@ def main() -> None:
         profiler.stop()
     text_profile = profiler.output_text(unicode=False, color=False)
     (CACHE / "results" / "retrieval_profile.txt").write_text(text_profile)
-    out = {"runs_in_page": n, "per_1000_runs_s": {k: v * 1000 / n for k, v in rows.items()}, "sum_s": total,
-           "json_bytes": len(text), "stdlib_json_loads_s": stdlib_json_s, "retrieve_one_backbone_wall_s": wall,
-           "runs_in_backbone": sum(1 for _ in store.search_runs([exp], "", ViewType.ALL, 50000)), "machine": machine_info()}
+    out = {
+        "runs_in_page": n,
+        "per_1000_runs_s": {k: v * 1000 / n for k, v in rows.items()},
+        "sum_s": total,
+        "json_bytes": len(text),
+        "stdlib_json_loads_s": stdlib_json_s,
+        "retrieve_one_backbone_wall_s": wall,
+        "runs_in_backbone": sum(1 for _ in store.search_runs([exp], "", ViewType.ALL, 50000)),
+        "machine": machine_info(),
+    }
     write_result("profile_retrieval", out)
     table = [(k, f"{v * 1000:.0f} ms", f"{v / total * 100:4.1f}%") for k, v in rows.items()]
-    table += [("sum for one 1,000-run page", f"{total * 1000:.0f} ms", f"{total / n * 1e6:.0f} us per run; {len(text) / n:.0f} JSON bytes per run"),
-              ("(stdlib json.loads of the same text)", f"{stdlib_json_s * 1000:.0f} ms", "what a client without protobuf would pay"),
-              (f"retrieve_best_trials, one backbone ({out['runs_in_backbone']} runs), live server", f"{wall * 1000:.0f} ms", "pyinstrument profile: bench/.cache/results/retrieval_profile.txt")]
+    table += [
+        (
+            "sum for one 1,000-run page",
+            f"{total * 1000:.0f} ms",
+            f"{total / n * 1e6:.0f} us per run; {len(text) / n:.0f} JSON bytes per run",
+        ),
+        (
+            "(stdlib json.loads of the same text)",
+            f"{stdlib_json_s * 1000:.0f} ms",
+            "what a client without protobuf would pay",
+        ),
+        (
+            f"retrieve_best_trials, one backbone ({out['runs_in_backbone']} runs), live server",
+            f"{wall * 1000:.0f} ms",
+            "pyinstrument profile: bench/.cache/results/retrieval_profile.txt",
+        ),
+    ]
     print_table("Where fetching 1,000 MLflow runs goes (best of 3, in-process, MLflow's own functions)", table)
     print("\nclient-side profile (top):")
     print("\n".join(text_profile.splitlines()[:40]))

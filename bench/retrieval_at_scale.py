@@ -53,11 +53,18 @@ def _variant(tags: dict[str, str]) -> str:
 def oracle(db: Path, data_fp: str) -> dict[tuple[str, str | None], str]:
     """{(backbone, variant or None): trial_key_hash} straight from the sqlite tables (no MLflow code)."""
     con = sqlite3.connect(db)
-    runs = {r: (status, stage) for r, status, stage in con.execute("select run_uuid, status, lifecycle_stage from runs")}
+    runs = {
+        r: (status, stage) for r, status, stage in con.execute("select run_uuid, status, lifecycle_stage from runs")
+    }
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     for run, key, value in con.execute("select run_uuid, key, value from tags"):
         tags[run][key] = value
-    metric = {run: (value, is_nan) for run, value, is_nan in con.execute("select run_uuid, value, is_nan from latest_metrics where key = ?", (METRIC,))}
+    metric = {
+        run: (value, is_nan)
+        for run, value, is_nan in con.execute(
+            "select run_uuid, value, is_nan from latest_metrics where key = ?", (METRIC,)
+        )
+    }
     best: dict[tuple[str, str | None], tuple] = {}
     for run, (status, stage) in runs.items():
         t = tags[run]
@@ -171,8 +178,18 @@ def main() -> None:
         selection = {"hpo_output_dir": str(empty_hpo_dir)}
 
         def retrieve(backbones, scope):
-            return retrieve_best_trials(list(backbones), hpo_experiments, None, selection, hpo_config, DATA_CONFIG,
-                                        empty_hpo_dir, "bench", scope, client)
+            return retrieve_best_trials(
+                list(backbones),
+                hpo_experiments,
+                None,
+                selection,
+                hpo_config,
+                DATA_CONFIG,
+                empty_hpo_dir,
+                "bench",
+                scope,
+                client,
+            )
 
         def naive(backbones):
             df = mlflow.search_runs(experiment_ids=[experiments[b] for b in backbones], max_results=100_000)
@@ -191,9 +208,17 @@ def main() -> None:
             ("MlflowClient full fetch, all pages (no pick)", client_full_fetch, "skip"),
             ("naive, one backbone's experiment", lambda: naive(one), None),
             ("retrieve_best_trials 1 partition, overall", lambda: flatten(retrieve(one, "overall"), "overall"), None),
-            ("retrieve_best_trials 1 backbone, per_variant", lambda: flatten(retrieve(one, "per_variant"), "per_variant"), None),
+            (
+                "retrieve_best_trials 1 backbone, per_variant",
+                lambda: flatten(retrieve(one, "per_variant"), "per_variant"),
+                None,
+            ),
             ("retrieve_best_trials all 4, overall", lambda: flatten(retrieve(BACKBONES, "overall"), "overall"), None),
-            ("retrieve_best_trials all 4, per_variant", lambda: flatten(retrieve(BACKBONES, "per_variant"), "per_variant"), None),
+            (
+                "retrieve_best_trials all 4, per_variant",
+                lambda: flatten(retrieve(BACKBONES, "per_variant"), "per_variant"),
+                None,
+            ),
             ("design pseudo-code, all 16 partitions", lambda: design_pseudo(client, experiments, BACKBONES), None),
         ]
         for name, fn, check in cases:
@@ -201,8 +226,12 @@ def main() -> None:
             row: dict[str, Any] = {"median_s": seconds}
             if check is None:
                 agree = sum(1 for p, trial in picks.items() if truth.get(p) == trial)
-                row.update(partitions=len(picks), agree=agree, wrong=len(picks) - agree,
-                           missing=sum(1 for p in truth if p[0] in {q[0] for q in picks} and p not in picks))
+                row.update(
+                    partitions=len(picks),
+                    agree=agree,
+                    wrong=len(picks) - agree,
+                    missing=sum(1 for p in truth if p[0] in {q[0] for q in picks} and p not in picks),
+                )
             rows[name] = row
         if args.profile:
             from pyinstrument import Profiler
@@ -212,7 +241,9 @@ def main() -> None:
             for _ in range(3):
                 retrieve(one, "overall")
             profiler.stop()
-            (CACHE / "results" / "retrieval_profile.txt").write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+            (CACHE / "results" / "retrieval_profile.txt").write_text(
+                profiler.output_text(unicode=False, color=False, show_all=False)
+            )
             print(profiler.output_text(unicode=False, color=False)[:6000])
 
     base = rows["naive full fetch (mlflow.search_runs, all 4 experiments) + pick"]["median_s"]
@@ -223,18 +254,40 @@ def main() -> None:
         row["ratio_to_naive_full"] = row["median_s"] / base
         row["ratio_to_client_full"] = row["median_s"] / client_full
         agree = f"{row['agree']}/{row['partitions']}" if "agree" in row else "-"
-        table.append((name, f"{row['median_s'] * 1000:8.0f} ms", f"x{row['ratio_to_naive_full']:.3f} naive-full  x{row['ratio_to_client_full']:.3f} client-full  oracle {agree}"))
+        table.append(
+            (
+                name,
+                f"{row['median_s'] * 1000:8.0f} ms",
+                f"x{row['ratio_to_naive_full']:.3f} naive-full  x{row['ratio_to_client_full']:.3f} client-full  oracle {agree}",
+            )
+        )
     one_ratio = rows["retrieve_best_trials 1 partition, overall"]["median_s"] / base
-    all_ratio = max(rows["retrieve_best_trials all 4, overall"]["median_s"], rows["retrieve_best_trials all 4, per_variant"]["median_s"]) / base
+    all_ratio = (
+        max(
+            rows["retrieve_best_trials all 4, overall"]["median_s"],
+            rows["retrieve_best_trials all 4, per_variant"]["median_s"],
+        )
+        / base
+    )
     pseudo = rows["design pseudo-code, all 16 partitions"]
     result = {
-        "runs": manifest["runs"], "rows": rows, "oracle_partitions": len(truth),
-        "one_partition_ratio": one_ratio, "one_partition_ratio_to_same_scope_naive": rows["retrieve_best_trials 1 partition, overall"]["median_s"] / naive_one,
-        "all_partitions_ratio": all_ratio, "design_pseudo_wrong": pseudo["wrong"], "design_pseudo_partitions": pseudo["partitions"],
-        "repeats": args.repeats, "machine": machine_info(),
+        "runs": manifest["runs"],
+        "rows": rows,
+        "oracle_partitions": len(truth),
+        "one_partition_ratio": one_ratio,
+        "one_partition_ratio_to_same_scope_naive": rows["retrieve_best_trials 1 partition, overall"]["median_s"]
+        / naive_one,
+        "all_partitions_ratio": all_ratio,
+        "design_pseudo_wrong": pseudo["wrong"],
+        "design_pseudo_partitions": pseudo["partitions"],
+        "repeats": args.repeats,
+        "machine": machine_info(),
     }
     write_result("retrieval_at_scale", result)
-    print_table(f"Retrieval over {manifest['runs']} MLflow runs (median of {args.repeats}; ratios to the naive full fetch)", table)
+    print_table(
+        f"Retrieval over {manifest['runs']} MLflow runs (median of {args.repeats}; ratios to the naive full fetch)",
+        table,
+    )
     print(f"\n  one partition / naive full fetch      : {one_ratio:.3f}  (target <= 0.25)")
     print(f"  one partition / naive same experiment : {result['one_partition_ratio_to_same_scope_naive']:.3f}")
     print(f"  all partitions / naive full fetch     : {all_ratio:.3f}  (target <= 1.0)")

@@ -78,35 +78,93 @@ def build() -> dict:
         plan.append((_key(rng, b, rng.choice(VARIANTS)), rng.choice(["FINISHED"] * 9 + ["FAILED"])))
     now = int(time.time() * 1000)
     with store.ManagedSessionMaker() as session:
-        for n, (key, status) in enumerate(plan):
+        for key, status in plan:
             run_id = uuid.UUID(int=rng.getrandbits(128)).hex
             start = now - rng.randrange(86_400_000 * 60)
             b, v, hpo_run, trial, fp, cfg = key.split(":")
-            tags = {"mlflow.runName": f"benchmark_{b}_{v}", "benchmark_key": key, "code.backbone": b, "code.variant": v,
-                    "code.trial_key_hash": trial, "code.hpo_run_id": hpo_run, "code.data_fingerprint": fp,
-                    "code.benchmark_config_hash": cfg, "benchmark_pipeline.result_logged": "true"}
-            params = {"backends": "['onnxruntime', 'pytorch']", "device": "cpu", "batch_sizes": "[1, 8, 32]", "max_length": "32",
-                      "warmup": "5", "iterations": "30", "min_duration_s": "0.2", "intra_op_threads": "1", "environment": "local"}
+            tags = {
+                "mlflow.runName": f"benchmark_{b}_{v}",
+                "benchmark_key": key,
+                "code.backbone": b,
+                "code.variant": v,
+                "code.trial_key_hash": trial,
+                "code.hpo_run_id": hpo_run,
+                "code.data_fingerprint": fp,
+                "code.benchmark_config_hash": cfg,
+                "benchmark_pipeline.result_logged": "true",
+            }
+            params = {
+                "backends": "['onnxruntime', 'pytorch']",
+                "device": "cpu",
+                "batch_sizes": "[1, 8, 32]",
+                "max_length": "32",
+                "warmup": "5",
+                "iterations": "30",
+                "min_duration_s": "0.2",
+                "intra_op_threads": "1",
+                "environment": "local",
+            }
             metrics = {}
             for backend in ("onnxruntime", "pytorch"):
                 for bs in (1, 8, 32):
-                    for stat in ("count", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "cv", "throughput_samples_per_s", "peak_rss_mb"):
+                    for stat in (
+                        "count",
+                        "mean_ms",
+                        "p50_ms",
+                        "p90_ms",
+                        "p95_ms",
+                        "p99_ms",
+                        "stdev_ms",
+                        "cv",
+                        "throughput_samples_per_s",
+                        "peak_rss_mb",
+                    ):
                         metrics[f"{backend}.bs{bs}.{stat}"] = rng.uniform(0.1, 100)
-            metrics.update({"quality.test_macro_f1": 0.9, "quality.prediction_agreement": 1.0, "quality.max_abs_output_diff": 1e-6, "quality.test_examples": 192.0})
-            run = SqlRun(name=tags["mlflow.runName"], artifact_uri=f"{(DIR / 'artifacts').as_uri()}/{experiment_id}/{run_id}/artifacts",
-                         run_uuid=run_id, experiment_id=int(experiment_id), source_type="UNKNOWN", source_name="", entry_point_name="",
-                         user_id="bench", status=status, start_time=start, end_time=start + 30_000, deleted_time=None,
-                         source_version="", lifecycle_stage=LifecycleStage.ACTIVE)
+            metrics.update(
+                {
+                    "quality.test_macro_f1": 0.9,
+                    "quality.prediction_agreement": 1.0,
+                    "quality.max_abs_output_diff": 1e-6,
+                    "quality.test_examples": 192.0,
+                }
+            )
+            run = SqlRun(
+                name=tags["mlflow.runName"],
+                artifact_uri=f"{(DIR / 'artifacts').as_uri()}/{experiment_id}/{run_id}/artifacts",
+                run_uuid=run_id,
+                experiment_id=int(experiment_id),
+                source_type="UNKNOWN",
+                source_name="",
+                entry_point_name="",
+                user_id="bench",
+                status=status,
+                start_time=start,
+                end_time=start + 30_000,
+                deleted_time=None,
+                source_version="",
+                lifecycle_stage=LifecycleStage.ACTIVE,
+            )
             run.tags = [SqlTag(key=k, value=val) for k, val in tags.items()]
             run.params = [SqlParam(key=k, value=val) for k, val in params.items()]
             session.add(run)
             for k, val in metrics.items():
-                common = dict(key=k, value=val, timestamp=start + 29_000, step=0, is_nan=False, run_uuid=run_id)
+                common = {
+                    "key": k,
+                    "value": val,
+                    "timestamp": start + 29_000,
+                    "step": 0,
+                    "is_nan": False,
+                    "run_uuid": run_id,
+                }
                 session.add(SqlMetric(**common))
                 session.add(SqlLatestMetric(**common))
     store.engine.dispose()
-    manifest = {"version": VERSION, "experiment_id": experiment_id, "runs": len(plan),
-                "partitions": [[b, v, wanted[(b, v)]] for b, v in partitions]}
+    manifest = {
+        "version": VERSION,
+        "experiment_id": experiment_id,
+        "runs": len(plan),
+        "partitions": [[b, v, wanted[(b, v)]] for b, v in partitions],
+    }
     MANIFEST.write_text(json.dumps(manifest))
     return manifest
 
@@ -163,16 +221,23 @@ def main() -> None:
         raw["mlflow"]["tracking_uri"] = uri
         config_path = DIR / "config.yaml"
         config_path.write_text(yaml.safe_dump(raw))
-        resources = {"settings": PipelineSettings(config_path=str(config_path)), "mlflow": MlflowResource(tracking_uri=uri)}
+        resources = {
+            "settings": PipelineSettings(config_path=str(config_path)),
+            "mlflow": MlflowResource(tracking_uri=uri),
+        }
 
         t = time.perf_counter()
         backbones = sorted({b for b, v, _ in manifest["partitions"] if v is None})
         instance.add_dynamic_partitions("backbone", backbones)
         instance.add_dynamic_partitions("variant", list(VARIANTS))
-        instance.add_dynamic_partitions(PAIRS_REGISTRY, [pair_key(b, v) for b, v, _ in manifest["partitions"] if v is not None])
+        instance.add_dynamic_partitions(
+            PAIRS_REGISTRY, [pair_key(b, v) for b, v, _ in manifest["partitions"] if v is not None]
+        )
         for b, v, key in manifest["partitions"]:
             asset, partition = ("best_trial", b) if v is None else ("best_trial_per_variant", pair_key(b, v))
-            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition, metadata={"benchmark_key": key}))
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=asset, partition=partition, metadata={"benchmark_key": key})
+            )
         setup_s = time.perf_counter() - t
 
         client = make_client(uri)
@@ -181,7 +246,9 @@ def main() -> None:
             return benchmark_sensor(dg.build_sensor_context(instance=instance, resources=resources))
 
         def fetch_keys():
-            return search_all_runs(client, [manifest["experiment_id"]], "tags.benchmark_key LIKE '%'", ViewType.ACTIVE_ONLY)
+            return search_all_runs(
+                client, [manifest["experiment_id"]], "tags.benchmark_key LIKE '%'", ViewType.ACTIVE_ONLY
+            )
 
         tick()  # warm-up (imports, connection pool, sqlite page cache)
         fetch_keys()
@@ -204,23 +271,40 @@ def main() -> None:
     requested = len(result.run_requests) if isinstance(result, dg.SensorResult) else 0
     tick_s, fetch_s = statistics.median(tick_times), statistics.median(fetch_times)
     out = {
-        "partitions": len(manifest["partitions"]), "benchmark_runs": manifest["runs"], "runs_fetched": len(runs),
-        "requests_client_per_tick": client_counts, "requests_server_log_per_tick": server_counts, "request_paths": paths,
+        "partitions": len(manifest["partitions"]),
+        "benchmark_runs": manifest["runs"],
+        "runs_fetched": len(runs),
+        "requests_client_per_tick": client_counts,
+        "requests_server_log_per_tick": server_counts,
+        "request_paths": paths,
         "baseline_fetch_requests": len(fetch_counter.paths),
-        "tick_s_median": tick_s, "fetch_s_median": fetch_s, "ratio": tick_s / fetch_s, "tick_times": tick_times,
-        "fetch_times": fetch_times, "run_requests": requested, "setup_s": setup_s, "repeats": args.repeats,
+        "tick_s_median": tick_s,
+        "fetch_s_median": fetch_s,
+        "ratio": tick_s / fetch_s,
+        "tick_times": tick_times,
+        "fetch_times": fetch_times,
+        "run_requests": requested,
+        "setup_s": setup_s,
+        "repeats": args.repeats,
         "machine": machine_info(),
     }
     write_result("sensor_tick", out)
-    print_table(f"benchmark_sensor tick: {out['partitions']} partitions, {out['benchmark_runs']} benchmark runs (median of {args.repeats})", [
-        ("MLflow requests per tick (client HTTP layer)", str(max(client_counts)), "target <= 3"),
-        ("MLflow requests per tick (server access log)", str(max(server_counts)), "target <= 3"),
-        ("  ...which", "", "; ".join(paths)),
-        ("tick time", f"{tick_s * 1000:.0f} ms", ""),
-        ("one paginated fetch of the keys", f"{fetch_s * 1000:.0f} ms", f"{len(fetch_counter.paths)} requests, {len(runs)} runs"),
-        ("tick / fetch", f"{tick_s / fetch_s:.2f}", "target <= 2"),
-        ("run requests issued by the tick", str(requested), "expected 50 (30 missing + 20 failed once)"),
-    ])
+    print_table(
+        f"benchmark_sensor tick: {out['partitions']} partitions, {out['benchmark_runs']} benchmark runs (median of {args.repeats})",
+        [
+            ("MLflow requests per tick (client HTTP layer)", str(max(client_counts)), "target <= 3"),
+            ("MLflow requests per tick (server access log)", str(max(server_counts)), "target <= 3"),
+            ("  ...which", "", "; ".join(paths)),
+            ("tick time", f"{tick_s * 1000:.0f} ms", ""),
+            (
+                "one paginated fetch of the keys",
+                f"{fetch_s * 1000:.0f} ms",
+                f"{len(fetch_counter.paths)} requests, {len(runs)} runs",
+            ),
+            ("tick / fetch", f"{tick_s / fetch_s:.2f}", "target <= 2"),
+            ("run requests issued by the tick", str(requested), "expected 50 (30 missing + 20 failed once)"),
+        ],
+    )
 
 
 if __name__ == "__main__":

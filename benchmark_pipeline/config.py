@@ -122,7 +122,10 @@ class PipelineConfig:
     def hpo_experiments(self, backbones: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
         """``{backbone: {"name": ...}}`` as ``retrieve_best_trials`` takes it (ids are resolved by name),
         for ``backbones`` (default: the configured ones)."""
-        return {b: {"name": self.mlflow.hpo_experiment_name(b)} for b in (self.backbones if backbones is None else backbones)}
+        return {
+            b: {"name": self.mlflow.hpo_experiment_name(b)}
+            for b in (self.backbones if backbones is None else backbones)
+        }
 
     def selection_config(self) -> dict[str, Any]:
         """The ``selection_config`` argument of ``retrieve_best_trials`` for this deployment."""
@@ -130,7 +133,11 @@ class PipelineConfig:
             "tracking_uri": self.mlflow.tracking_uri,
             "hpo_output_dir": str(self.hpo_output_dir),
             "optuna_storages": list(self.optuna_storages)
-            + ([self.optuna_sweep_storage] if self.optuna_sweep_storage and self.optuna_sweep_storage not in self.optuna_storages else []),
+            + (
+                [self.optuna_sweep_storage]
+                if self.optuna_sweep_storage and self.optuna_sweep_storage not in self.optuna_storages
+                else []
+            ),
             "mlflow_timeout_s": self.mlflow.timeout_s,
         }
 
@@ -184,7 +191,11 @@ def validate_objective(hpo_config: Mapping[str, Any]) -> dict[str, str]:
 def _safe_name(value: Any, where: str, max_length: int | None = None) -> str:
     """A name that becomes an identity component (see :func:`~benchmark_pipeline.hashing.require_safe_component`)."""
     try:
-        return require_safe_component(value, where) if max_length is None else require_safe_component(value, where, max_length)
+        return (
+            require_safe_component(value, where)
+            if max_length is None
+            else require_safe_component(value, where, max_length)
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -210,7 +221,9 @@ def validate_hpo_config(hpo_config: Any) -> dict[str, Any]:
     validate_objective(hpo_config)
     variants = hpo_config.get("variants", {})
     if not isinstance(variants, dict):
-        raise ConfigError(f"hpo_config.variants must be a mapping of variant name to settings, got {type(variants).__name__}")
+        raise ConfigError(
+            f"hpo_config.variants must be a mapping of variant name to settings, got {type(variants).__name__}"
+        )
     for name, variant in variants.items():
         where = f"hpo_config.variants.{name}"
         _safe_name(name, where)
@@ -299,7 +312,9 @@ def validate_benchmark_config(benchmark_config: Any) -> dict[str, Any]:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"{where}.intra_op_threads must be an integer >= 0 (0: library default), got {threads!r}")
     if "test_data" in benchmark_config and not isinstance(benchmark_config["test_data"], str):
-        raise ConfigError(f"{where}.test_data must be the path of a .npz or .jsonl file, got {benchmark_config['test_data']!r}")
+        raise ConfigError(
+            f"{where}.test_data must be the path of a .npz or .jsonl file, got {benchmark_config['test_data']!r}"
+        )
     _number(benchmark_config, "output_tolerance", where, OPTIONAL_BENCHMARK_DEFAULTS["output_tolerance"])
     int_high = benchmark_config.get("synthetic_int_high", OPTIONAL_BENCHMARK_DEFAULTS["synthetic_int_high"])
     if isinstance(int_high, bool) or not isinstance(int_high, int) or int_high < 1:
@@ -371,7 +386,9 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
         hpo_experiment_prefix=str(mlflow_raw.get("hpo_experiment_prefix", "hpo-")),
         benchmark_experiment=str(mlflow_raw.get("benchmark_experiment", "benchmarks")),
         timeout_s=float(mlflow_raw.get("timeout_s") or DEFAULT_TIMEOUT_S),  # checked above
-        max_retries=int(mlflow_raw["max_retries"]) if mlflow_raw.get("max_retries") is not None else DEFAULT_MAX_RETRIES,
+        max_retries=int(mlflow_raw["max_retries"])
+        if mlflow_raw.get("max_retries") is not None
+        else DEFAULT_MAX_RETRIES,
     )
 
     optuna_raw = raw.get("optuna") or {}
@@ -382,7 +399,9 @@ def config_from_dict(raw: Any, *, source_path: str = "<dict>", env: Mapping[str,
         raise ConfigError("config.optuna.storages must be a list of Optuna storage URLs")
     sweep_storage = optuna_raw.get("sweep_storage") if isinstance(optuna_raw, dict) else None
     if sweep_storage is not None and (not isinstance(sweep_storage, str) or "://" not in sweep_storage):
-        raise ConfigError(f"config.optuna.sweep_storage must be an Optuna storage URL (e.g. postgresql://host/db) or null, got {sweep_storage!r}")
+        raise ConfigError(
+            f"config.optuna.sweep_storage must be an Optuna storage URL (e.g. postgresql://host/db) or null, got {sweep_storage!r}"
+        )
 
     data_config = validate_data_config(raw.get("data_config"))
     hpo_config = validate_hpo_config(raw.get("hpo_config"))
@@ -437,13 +456,15 @@ class ConfigYamlLoader(yaml.SafeLoader):
 def parse_config_text(data: bytes, source: str) -> Any:
     """Parse a config file's bytes with the limits above; every error is a :class:`ConfigError` naming ``source``."""
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); a pipeline config is a few KiB")
+        raise ConfigError(
+            f"{source} is larger than {MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); a pipeline config is a few KiB"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{source} is not UTF-8 text: {error}") from None
     try:
-        return yaml.load(text, Loader=ConfigYamlLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=ConfigYamlLoader)
     except _RefusedYaml as error:
         raise ConfigError(f"{source}: {error}") from None
     except yaml.YAMLError as error:
@@ -491,7 +512,9 @@ def deployment_warnings(config: PipelineConfig, env: Mapping[str, str]) -> list[
     only said where the deployment is shared: the handoff's base path is set, or an Optuna storage is a
     server's (not sqlite)."""
     uri = config.mlflow.tracking_uri
-    shared = bool(env.get(IO_BASE_PATH_ENV)) or any(not s.startswith("sqlite") for s in (*config.optuna_storages, config.optuna_sweep_storage or "sqlite"))
+    shared = bool(env.get(IO_BASE_PATH_ENV)) or any(
+        not s.startswith("sqlite") for s in (*config.optuna_storages, config.optuna_sweep_storage or "sqlite")
+    )
     if not shared or uri.startswith(("http://", "https://")):
         return []
     return [

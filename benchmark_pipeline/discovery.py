@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.hashing import is_safe_component
-from benchmark_pipeline import contract
 from benchmark_pipeline.selection._mlflow_source import variant_of
 from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, search_all_runs
 
@@ -51,7 +51,11 @@ def _from_disk(config: PipelineConfig, found: DiscoveredPartitions) -> None:
                 meta = json.loads((trial / contract.TRIAL_META_FILE).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 continue
-            variant = meta.get("variant") or contract.variant_from_study_name(meta.get("study_name")) or contract.DEFAULT_VARIANT
+            variant = (
+                meta.get("variant")
+                or contract.variant_from_study_name(meta.get("study_name"))
+                or contract.DEFAULT_VARIANT
+            )
             found.add_pair(study.parent.name, str(variant))
             break  # one finished trial proves the pair
 

@@ -65,9 +65,7 @@ def _normalize(value: Any, where: str) -> Any:
 
 def canonical_json(value: Any) -> str:
     """Return the canonical JSON text of ``value`` (see the module docstring for the rules)."""
-    return json.dumps(
-        _normalize(value, "$"), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
+    return json.dumps(_normalize(value, "$"), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def sha256_hex(value: Any) -> str:
@@ -77,7 +75,12 @@ def sha256_hex(value: Any) -> str:
 
 def is_safe_component(value: Any, max_length: int = MAX_COMPONENT_LENGTH) -> bool:
     """True for a non-empty string of ``[A-Za-z0-9._-]``, not ``.`` or ``..``, at most ``max_length`` long."""
-    return isinstance(value, str) and bool(SAFE_COMPONENT_PATTERN.match(value)) and value not in {".", ".."} and len(value) <= max_length
+    return (
+        isinstance(value, str)
+        and bool(SAFE_COMPONENT_PATTERN.match(value))
+        and value not in {".", ".."}
+        and len(value) <= max_length
+    )
 
 
 def require_safe_component(value: Any, name: str, max_length: int = MAX_COMPONENT_LENGTH) -> str:
@@ -88,7 +91,12 @@ def require_safe_component(value: Any, name: str, max_length: int = MAX_COMPONEN
     they name folders; and a component is at most ``max_length`` characters, so that the paths and
     file names built from it stay within the file system's limits.
     """
-    if isinstance(value, str) and SAFE_COMPONENT_PATTERN.match(value) and value not in {".", ".."} and len(value) > max_length:
+    if (
+        isinstance(value, str)
+        and SAFE_COMPONENT_PATTERN.match(value)
+        and value not in {".", ".."}
+        and len(value) > max_length
+    ):
         raise ValueError(f"{name} is {len(value)} characters long; at most {max_length} are allowed: {value[:40]!r}...")
     if not is_safe_component(value, max_length):
         raise ValueError(

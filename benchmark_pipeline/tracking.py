@@ -106,7 +106,9 @@ def ensure_reachable(tracking_uri: str, timeout_s: float | None = None) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             if response.status != 200:
-                raise MlflowUnavailableError(f"MLflow server {tracking_uri} answered /health with HTTP {response.status}")
+                raise MlflowUnavailableError(
+                    f"MLflow server {tracking_uri} answered /health with HTTP {response.status}"
+                )
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise MlflowUnavailableError(f"MLflow server {tracking_uri} is unreachable: {error}") from None
 
@@ -126,7 +128,7 @@ def reachable_client(client: MlflowClient | None) -> MlflowClient | None:
 
 
 def client_tracking_uri(client: MlflowClient) -> str:
-    return str(client._tracking_client.tracking_uri)  # noqa: SLF001 - the only public way is the constructor
+    return str(client._tracking_client.tracking_uri)
 
 
 def default_artifact_location(tracking_uri: str, root_dir: Path) -> str | None:
@@ -222,16 +224,28 @@ def search_run_records(
     route = getattr(RestStore, "_METHOD_TO_INFO", {}).get(SearchRuns)  # MLflow's own route for the API (private)
     if not isinstance(store, RestStore) or route is None:
         # Local stores, or an MLflow whose internals moved: the public (slower) client path.
-        for run in search_all_runs(client, [experiment_id], filter_string, run_view_type=run_view_type, page_size=page_size):
+        for run in search_all_runs(
+            client, [experiment_id], filter_string, run_view_type=run_view_type, page_size=page_size
+        ):
             yield RunRecord(
-                run.info.run_id, run.info.status, run.info.lifecycle_stage, dict(run.data.tags), dict(run.data.params),
-                dict(run.data.metrics), run.info.start_time,
+                run.info.run_id,
+                run.info.status,
+                run.info.lifecycle_stage,
+                dict(run.data.tags),
+                dict(run.data.params),
+                dict(run.data.metrics),
+                run.info.start_time,
             )
         return
     endpoint, method = route
     page_token = None
     while True:
-        body: dict[str, Any] = {"experiment_ids": [str(experiment_id)], "filter": filter_string, "run_view_type": _VIEW_TYPE_NAMES[run_view_type], "max_results": page_size}
+        body: dict[str, Any] = {
+            "experiment_ids": [str(experiment_id)],
+            "filter": filter_string,
+            "run_view_type": _VIEW_TYPE_NAMES[run_view_type],
+            "max_results": page_size,
+        }
         if page_token:
             body["page_token"] = page_token
         response = verify_rest_response(http_request(store.get_host_creds(), endpoint, method, json=body), endpoint)

@@ -23,8 +23,8 @@ Helpers (plain functions, importable as ``from benchmark_pipeline_tests.conftest
 from __future__ import annotations
 
 import copy
-import shutil
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,10 +45,10 @@ import yaml
 # terminated; in tests that is only noise and an extra HTTP request per run. (A documented MLflow setting.)
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.config import PipelineConfig, config_from_dict  # noqa: E402
-from benchmark_pipeline_tests.postgres_server import PostgresServer, postgres_unavailable_reason  # noqa: E402
+from benchmark_pipeline.config import PipelineConfig, config_from_dict
+from benchmark_pipeline_tests.postgres_server import PostgresServer, postgres_unavailable_reason
 
 #: Seconds to wait for the MLflow server to answer ``GET /health`` (slow, loaded CI machines included).
 MLFLOW_STARTUP_TIMEOUT_S = 90.0
@@ -383,6 +383,8 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
 # ------------------------------------------------------------------------------------------ dagster
 
 
@@ -411,8 +413,15 @@ def dagster_setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
         instance.add_dynamic_partitions("variant", ["v1", "v2"])
-        instance.add_dynamic_partitions(PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"])
-        yield {"config": load_config(path, env={}), "resources": resources, "instance": instance, "client": MlflowClient(mlflow_server)}
+        instance.add_dynamic_partitions(
+            PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"]
+        )
+        yield {
+            "config": load_config(path, env={}),
+            "resources": resources,
+            "instance": instance,
+            "client": MlflowClient(mlflow_server),
+        }
 
 
 def benchmark_runs(client: MlflowClient, experiment_name: str) -> list[Any]:

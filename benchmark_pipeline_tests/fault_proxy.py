@@ -50,7 +50,7 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _handle(self) -> None:
@@ -119,7 +119,9 @@ class FaultProxy:
         handler.end_headers()
         handler.wfile.write(payload)
 
-    def _forward(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
             forwarded = {k: v for k, v in headers if k.lower() not in ("host", "connection", "content-length")}

@@ -33,7 +33,10 @@ POSTGRES_MAX_CONNECTIONS = 60
 def postgres_bin_dir() -> Path | None:
     """The folder holding ``initdb`` and ``pg_ctl``: Debian's ``/usr/lib/postgresql/<major>/bin`` (the
     newest), else wherever ``initdb`` is on the ``PATH``; ``None`` when PostgreSQL is not installed."""
-    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+    debian = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
     if debian:
         return Path(debian[-1]).parent
     found = shutil.which("initdb")
@@ -106,7 +109,11 @@ class PostgresServer:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            subprocess.run(self._command("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"), capture_output=True, cwd=self.base)
+            subprocess.run(
+                self._command("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"),
+                capture_output=True,
+                cwd=self.base,
+            )
         shutil.rmtree(self.base, ignore_errors=True)
 
     def url(self, database: str = "postgres", driver: str = "postgresql") -> str:

@@ -36,11 +36,11 @@ from onnx import TensorProto, helper
 from benchmark_pipeline import (
     ModelFileError,
     benchmark_best_trials,
+    contract,
     filter_missing_benchmarks,
     load_config,
     retrieve_best_trials,
 )
-from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys
 from benchmark_pipeline.benchmarking.metrics import macro_f1
 from benchmark_pipeline.benchmarking.runner import run_benchmark
@@ -88,7 +88,13 @@ def _build_hf_model(backbone: str, width: int, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     if backbone == "distilbert":
         config = transformers.DistilBertConfig(
-            vocab_size=VOCAB, dim=width, n_layers=1, n_heads=2, hidden_dim=2 * width, max_position_embeddings=MAX_LENGTH + 4, num_labels=NUM_LABELS
+            vocab_size=VOCAB,
+            dim=width,
+            n_layers=1,
+            n_heads=2,
+            hidden_dim=2 * width,
+            max_position_embeddings=MAX_LENGTH + 4,
+            num_labels=NUM_LABELS,
         )
         return transformers.DistilBertForTokenClassification(config).eval()
     config = transformers.RobertaConfig(
@@ -118,7 +124,9 @@ def _score(model: torch.nn.Module, data_file: Path) -> float:
         ids[i, : len(row["input_ids"])] = row["input_ids"]
         labels[i, : len(row["labels"])] = row["labels"]
     with torch.inference_mode():
-        logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy((labels != -100).astype(np.int64))).logits
+        logits = model(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy((labels != -100).astype(np.int64))
+        ).logits
     return macro_f1(logits.argmax(-1).numpy(), labels, NUM_LABELS)
 
 
@@ -135,12 +143,18 @@ class TeamHpo:
     best: dict[str, str]
     data_config: dict[str, Any]
 
-    def config_file(self, path: Path, *, hpo_dir: Path | None = None, storages: list[str] | None = None, **benchmark: Any) -> Path:
+    def config_file(
+        self, path: Path, *, hpo_dir: Path | None = None, storages: list[str] | None = None, **benchmark: Any
+    ) -> Path:
         raw = {
             "environment": "team",
             "root_dir": str(path.parent / "pipeline-root"),
             "backbones": ["distilbert", "distilroberta"],
-            "mlflow": {"tracking_uri": self.tracking_uri, "hpo_experiment_prefix": self.prefix, "benchmark_experiment": f"{self.prefix}benchmarks-{unique_suffix()}"},
+            "mlflow": {
+                "tracking_uri": self.tracking_uri,
+                "hpo_experiment_prefix": self.prefix,
+                "benchmark_experiment": f"{self.prefix}benchmarks-{unique_suffix()}",
+            },
             "optuna": {"storages": [self.storage] if storages is None else storages},
             "hpo_output_dir": str(hpo_dir or self.hpo_dir),
             "data_config": self.data_config,
@@ -177,13 +191,20 @@ def _record_trial(client: MlflowClient, experiment_id: str, study: optuna.Study,
     }  # fmt: skip
     (folder / contract.TRIAL_META_FILE).write_text(json.dumps(meta), encoding="utf-8")
     (folder / contract.METRICS_FILE).write_text(json.dumps({OBJECTIVE["metric"]: value}), encoding="utf-8")
-    client.log_batch(run_id, metrics=[Metric(OBJECTIVE["metric"], value, 0, 0)], params=[Param(k, str(v)) for k, v in hyperparameters.items()])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(OBJECTIVE["metric"], value, 0, 0)],
+        params=[Param(k, str(v)) for k, v in hyperparameters.items()],
+    )
     client.log_artifacts(run_id, str(folder), contract.MODEL_ARTIFACT_DIR)
     client.set_terminated(run_id, "FINISHED")
     study.add_trial(
         optuna.trial.create_trial(
             params={"width": width, "seed": number},
-            distributions={"width": optuna.distributions.CategoricalDistribution([16, 32]), "seed": optuna.distributions.IntDistribution(0, 10)},
+            distributions={
+                "width": optuna.distributions.CategoricalDistribution([16, 32]),
+                "seed": optuna.distributions.IntDistribution(0, 10),
+            },
             value=value,
             user_attrs={contract.ATTR_TRIAL_KEY_HASH: trial_key, contract.ATTR_MLFLOW_RUN_ID: run_id},
         )
@@ -206,19 +227,37 @@ def team_hpo(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Te
     best: dict[str, tuple[float, str]] = {}
     plan = {"distilbert": {"v1": [16, 32], "v2": [32, 16]}, "distilroberta": {"v1": [16, 32]}}
     for backbone, variants in plan.items():
-        experiment_id = client.create_experiment(f"{prefix}{backbone}")  # default artifact root: mlflow-artifacts:/ (proxied)
+        experiment_id = client.create_experiment(
+            f"{prefix}{backbone}"
+        )  # default artifact root: mlflow-artifacts:/ (proxied)
         for variant, widths in variants.items():
             study_key = study_key_hash(backbone, variant, data_fp, {"widths": widths}, OBJECTIVE)
-            study = optuna.create_study(study_name=contract.study_name(backbone, variant), storage=storage, direction="maximize")
+            study = optuna.create_study(
+                study_name=contract.study_name(backbone, variant), storage=storage, direction="maximize"
+            )
             for attr, value in {contract.STUDY_ATTR_BACKBONE: backbone, contract.STUDY_ATTR_VARIANT: variant,
                                 contract.STUDY_ATTR_STUDY_KEY_HASH: study_key, contract.STUDY_ATTR_DATA_FINGERPRINT: data_fp}.items():  # fmt: skip
                 study.set_user_attr(attr, value)
             for number, width in enumerate(widths):
-                key, value = _record_trial(client, experiment_id, study, backbone, variant, study_key, data_fp, number, width, hpo_dir, data_dir)
+                key, value = _record_trial(
+                    client,
+                    experiment_id,
+                    study,
+                    backbone,
+                    variant,
+                    study_key,
+                    data_fp,
+                    number,
+                    width,
+                    hpo_dir,
+                    data_dir,
+                )
                 if backbone not in best or value > best[backbone][0]:
                     best[backbone] = (value, key)
     assert client.get_experiment_by_name(f"{prefix}distilbert").artifact_location.startswith("mlflow-artifacts:")
-    return TeamHpo(root, hpo_dir, data_dir, storage, prefix, mlflow_server, {b: k for b, (_, k) in best.items()}, data_config)
+    return TeamHpo(
+        root, hpo_dir, data_dir, storage, prefix, mlflow_server, {b: k for b, (_, k) in best.items()}, data_config
+    )
 
 
 def _retrieve(config_path: Path, scope: str = "overall") -> tuple[Any, dict[str, Any]]:
@@ -234,7 +273,15 @@ def _retrieve(config_path: Path, scope: str = "overall") -> tuple[Any, dict[str,
 def _benchmark(config: Any, trials: dict[str, Any]) -> dict[str, Any]:
     """The README's call: no hpo_output_dir, no test data path (both come from the retrieval and the config)."""
     client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
-    todo = filter_missing_benchmarks(trials, config.benchmark_experiment(), config.benchmark_config, config.data_config, config.root_dir, config.environment, client)
+    todo = filter_missing_benchmarks(
+        trials,
+        config.benchmark_experiment(),
+        config.benchmark_config,
+        config.data_config,
+        config.root_dir,
+        config.environment,
+        client,
+    )
     return benchmark_best_trials(
         todo, None, config.root_dir, config.environment, config.data_config, config.hpo_config, config.benchmark_config,
         config.benchmark_experiment(), client,
@@ -244,7 +291,12 @@ def _benchmark(config: Any, trials: dict[str, Any]) -> dict[str, Any]:
 def _assert_both_backends(result: dict[str, Any]) -> None:
     assert result["backends"] == {"onnxruntime": "ran", "pytorch": "ran"}
     assert result["pytorch_route"] == "huggingface"
-    assert sorted({(m["backend"], m["batch_size"]) for m in result["measurements"]}) == [("onnxruntime", 1), ("onnxruntime", 4), ("pytorch", 1), ("pytorch", 4)]
+    assert sorted({(m["backend"], m["batch_size"]) for m in result["measurements"]}) == [
+        ("onnxruntime", 1),
+        ("onnxruntime", 4),
+        ("pytorch", 1),
+        ("pytorch", 4),
+    ]
     assert all(m["count"] >= 3 and m["p50_ms"] > 0 for m in result["measurements"])
     quality = result["quality"]
     assert quality["max_abs_output_diff"] <= quality["output_tolerance"] == 1e-3
@@ -272,7 +324,9 @@ def test_hf_models_retrieved_and_benchmarked_from_trial_folders(team_hpo: TeamHp
         assert result["trial_id"] == team_hpo.best[backbone]
         _assert_both_backends(result)
     client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
-    assert finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment())) == {r["benchmark_key"] for r in results.values()}
+    assert finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment())) == {
+        r["benchmark_key"] for r in results.values()
+    }
     # Idempotent: the second pass finds both keys and benchmarks nothing.
     assert _benchmark(config, best) == {}
     assert _tree_digest(team_hpo.data_dir) == before, "the team's data folder changed"
@@ -282,7 +336,11 @@ def test_per_variant_picks_of_hf_models_benchmark_from_mlflow_artifacts_only(tea
     empty = tmp_path / "no-trial-folders-on-this-machine"
     empty.mkdir()
     config, best = _retrieve(team_hpo.config_file(tmp_path / "team.yaml", hpo_dir=empty, storages=[]), "per_variant")
-    assert sorted((b, v) for b, per in best.items() for v in per) == [("distilbert", "v1"), ("distilbert", "v2"), ("distilroberta", "v1")]
+    assert sorted((b, v) for b, per in best.items() for v in per) == [
+        ("distilbert", "v1"),
+        ("distilbert", "v2"),
+        ("distilroberta", "v1"),
+    ]
     assert all(info["trial_dir"] is None and info["run_id"] for per in best.values() for info in per.values())
     results = _benchmark(config, best)
     for per in results.values():
@@ -296,7 +354,12 @@ def test_hf_model_through_the_dagster_cli_with_models_only_in_mlflow(team_hpo: T
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     config_path = team_hpo.config_file(tmp_path / "team.yaml", hpo_dir=empty, storages=[])
-    env = {**os.environ, "BENCHMARK_PIPELINE_CONFIG": str(config_path), "DAGSTER_HOME": str(tmp_path / "dagster_home"), "MLFLOW_TRACKING_URI": team_hpo.tracking_uri}
+    env = {
+        **os.environ,
+        "BENCHMARK_PIPELINE_CONFIG": str(config_path),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "MLFLOW_TRACKING_URI": team_hpo.tracking_uri,
+    }
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     dagster = Path(sys.executable).parent / "dagster"
@@ -350,14 +413,24 @@ def _tagger_folder(folder: Path, *, pt2: bool = False, state_dict: bool = False)
     if pt2:
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=MAX_LENGTH)
         # Two distinct tensors: torch.export would trace one tensor passed twice as one input.
-        program = torch.export.export(model, (ids, ids.clone()), dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}})
+        program = torch.export.export(
+            model,
+            (ids, ids.clone()),
+            dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
+        )
         torch.export.save(program, str(folder / contract.TORCH_EXPORT_FILE))
     if state_dict:
         torch.save(model.state_dict(), folder / contract.CHECKPOINT_FILE)
     return folder
 
 
-TRIAL = {"backbone": "team_tagger", "variant": "v1", "trial_id": "t" * 16, "run_id": None, "hyperparameters": {"width": 8}}
+TRIAL = {
+    "backbone": "team_tagger",
+    "variant": "v1",
+    "trial_id": "t" * 16,
+    "run_id": None,
+    "hyperparameters": {"width": 8},
+}
 
 
 def test_torch_export_program_is_benchmarked_against_its_onnx_twin(tmp_path: Path) -> None:
@@ -370,18 +443,26 @@ def test_torch_export_program_is_benchmarked_against_its_onnx_twin(tmp_path: Pat
 
 def test_state_dict_loaded_by_a_factory_named_in_config(tmp_path: Path, team_hpo: TeamHpo) -> None:
     folder = _tagger_folder(tmp_path / "trial", state_dict=True)
-    config = {**BENCHMARK_CONFIG, "pytorch": {"model_factory": "benchmark_pipeline_tests.test_any_model:build_tiny_tagger"}}
+    config = {
+        **BENCHMARK_CONFIG,
+        "pytorch": {"model_factory": "benchmark_pipeline_tests.test_any_model:build_tiny_tagger"},
+    }
     result = run_benchmark("key", TRIAL, folder, team_hpo.data_dir / "test.jsonl", {}, config)
     assert result.pytorch_route == "model_factory" and result.backends["pytorch"] == "ran"
     assert result.quality["max_abs_output_diff"] < 1e-5 and 0.0 <= result.quality["test_macro_f1"] <= 1.0
     # Without the factory the state_dict alone is no PyTorch model: the default plan runs ONNX Runtime only and says why.
     alone = run_benchmark("key", TRIAL, folder, None, {}, BENCHMARK_CONFIG)
-    assert alone.backends["onnxruntime"] == "ran" and alone.backends["pytorch"].startswith("no model file: looked for model.pt2")
+    assert alone.backends["onnxruntime"] == "ran" and alone.backends["pytorch"].startswith(
+        "no model file: looked for model.pt2"
+    )
 
 
 def test_listed_backend_without_its_model_file_names_the_trial_and_the_files(tmp_path: Path) -> None:
     folder = _tagger_folder(tmp_path / "trial")
-    with pytest.raises(ModelFileError, match=r"trial t+ of team_tagger: benchmark_config.backends lists \['pytorch'\], but .* has no model\.pt2, or config\.json \+ model\.safetensors"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"trial t+ of team_tagger: benchmark_config.backends lists \['pytorch'\], but .* has no model\.pt2, or config\.json \+ model\.safetensors",
+    ):
         run_benchmark("key", TRIAL, folder, None, {}, {**BENCHMARK_CONFIG, "backends": ["onnxruntime", "pytorch"]})
     (folder / contract.ONNX_FILE).unlink()
     with pytest.raises(ModelFileError, match="holds no model file for any backend"):
@@ -390,7 +471,9 @@ def test_listed_backend_without_its_model_file_names_the_trial_and_the_files(tmp
 
 def _vision_model(path: Path) -> None:
     """A model with other input names and dtypes: float ``pixel_values``, int32 ``ids``, bool ``keep``; two outputs."""
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [3 * 4 * 4, 6], np.linspace(-1, 1, 3 * 4 * 4 * 6, dtype=np.float32).tolist())
+    weights = helper.make_tensor(
+        "w", TensorProto.FLOAT, [3 * 4 * 4, 6], np.linspace(-1, 1, 3 * 4 * 4 * 6, dtype=np.float32).tolist()
+    )
     nodes = [
         helper.make_node("Flatten", ["pixel_values"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "w"], ["scores"]),
@@ -420,7 +503,9 @@ def test_onnx_model_with_other_inputs_and_two_outputs_runs_on_synthetic_inputs(t
     folder = tmp_path / "vision"
     folder.mkdir()
     _vision_model(folder / contract.ONNX_FILE)
-    result = run_benchmark("key", {**TRIAL, "backbone": "tiny_vit"}, folder, None, {}, {**BENCHMARK_CONFIG, "batch_sizes": [1, 3]})
+    result = run_benchmark(
+        "key", {**TRIAL, "backbone": "tiny_vit"}, folder, None, {}, {**BENCHMARK_CONFIG, "batch_sizes": [1, 3]}
+    )
     assert result.backends["onnxruntime"] == "ran" and "pytorch" not in result.providers_used
     assert [(m["backend"], m["batch_size"]) for m in result.measurements] == [("onnxruntime", 1), ("onnxruntime", 3)]
     assert result.quality == {"test_examples": 8.0} and result.inputs.startswith("synthetic")
@@ -432,8 +517,17 @@ def test_test_data_without_a_model_input_names_both(tmp_path: Path) -> None:
     _vision_model(folder / contract.ONNX_FILE)
     data = tmp_path / "data.npz"
     np.savez(data, pixel_values=np.zeros((4, 3, 4, 4), dtype=np.float32), labels=np.zeros(4, dtype=np.int64))
-    with pytest.raises(ValueError, match=r"has no input 'ids'; the model takes \['pixel_values', 'ids', 'keep'\], the file has \['pixel_values'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no input 'ids'; the model takes \['pixel_values', 'ids', 'keep'\], the file has \['pixel_values'\]",
+    ):
         run_benchmark("key", {**TRIAL, "backbone": "tiny_vit"}, folder, data, {}, BENCHMARK_CONFIG)
-    np.savez(data, pixel_values=np.ones((4, 3, 4, 4), dtype=np.float32), ids=np.ones((4, 5), dtype=np.int64), keep=np.ones(4, dtype=bool), labels=np.arange(4) % 6)
+    np.savez(
+        data,
+        pixel_values=np.ones((4, 3, 4, 4), dtype=np.float32),
+        ids=np.ones((4, 5), dtype=np.int64),
+        keep=np.ones(4, dtype=bool),
+        labels=np.arange(4) % 6,
+    )
     result = run_benchmark("key", {**TRIAL, "backbone": "tiny_vit"}, folder, data, {}, BENCHMARK_CONFIG)
     assert result.inputs == str(data) and 0.0 <= result.quality["test_accuracy"] <= 1.0  # one label per example

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmark_pipeline.benchmarking.cache import cache_path, read_cache_entry, write_cache_entry
-from benchmark_pipeline_tests.builders import complete_result
 from benchmark_pipeline.benchmarking.keys import (
     MAX_COMPONENT_LENGTH,
     BenchmarkKeyParts,
@@ -26,6 +25,7 @@ from benchmark_pipeline.benchmarking.keys import (
     key_for_trial,
     parse_benchmark_key,
 )
+from benchmark_pipeline_tests.builders import complete_result
 
 DATA_CONFIG: dict[str, Any] = {
     "name": "synthetic-ner",
@@ -93,16 +93,31 @@ def test_variant_none_or_empty_is_default_and_run_id_none_or_empty_is_unknown() 
 def test_key_components_are_the_fingerprint_and_config_hash() -> None:
     parts = parse_benchmark_key(GOLDEN_KEY)
     assert parts == BenchmarkKeyParts(
-        "tiny_transformer", "v1", RUN_ID, TRIAL_ID, compute_data_fingerprint(DATA_CONFIG), compute_config_hash(BENCHMARK_CONFIG)
+        "tiny_transformer",
+        "v1",
+        RUN_ID,
+        TRIAL_ID,
+        compute_data_fingerprint(DATA_CONFIG),
+        compute_config_hash(BENCHMARK_CONFIG),
     )
     assert parts.data_fingerprint.startswith("1-") and len(parts.data_fingerprint) == 2 + 16
     assert len(parts.benchmark_config_hash) == 16
 
 
 def test_key_for_trial_reads_a_trial_info() -> None:
-    info = {"backbone": "tiny_transformer", "variant": "v1", "run_id": RUN_ID, "trial_id": TRIAL_ID, "metric": 0.5, "source": "disk"}
+    info = {
+        "backbone": "tiny_transformer",
+        "variant": "v1",
+        "run_id": RUN_ID,
+        "trial_id": TRIAL_ID,
+        "metric": 0.5,
+        "source": "disk",
+    }
     assert key_for_trial(info, DATA_CONFIG, BENCHMARK_CONFIG) == GOLDEN_KEY
-    assert key_for_trial({"backbone": "bilstm", "trial_id": "abc123"}, DATA_CONFIG, BENCHMARK_CONFIG) == GOLDEN_DEFAULTS_KEY
+    assert (
+        key_for_trial({"backbone": "bilstm", "trial_id": "abc123"}, DATA_CONFIG, BENCHMARK_CONFIG)
+        == GOLDEN_DEFAULTS_KEY
+    )
 
 
 # ------------------------------------------------------------------------------------- what changes the key
@@ -240,7 +255,7 @@ def test_longest_allowed_component_is_accepted() -> None:
 
 @pytest.mark.parametrize("version", ["1:2", "a/b", "..", "v 1", "v1\n"])
 def test_unsafe_data_version_is_rejected(version: str) -> None:
-    with pytest.raises(ValueError, match="data_config.version"):
+    with pytest.raises(ValueError, match=r"data_config\.version"):
         key(data_config={**DATA_CONFIG, "version": version})
 
 
@@ -260,7 +275,19 @@ def test_unhashable_benchmark_config_values_are_rejected(bad: Any) -> None:
 
 def test_parse_round_trips_the_golden_key() -> None:
     parts = parse_benchmark_key(GOLDEN_KEY)
-    assert ":".join([parts.backbone, parts.variant, parts.run_id, parts.trial_id, parts.data_fingerprint, parts.benchmark_config_hash]) == GOLDEN_KEY
+    assert (
+        ":".join(
+            [
+                parts.backbone,
+                parts.variant,
+                parts.run_id,
+                parts.trial_id,
+                parts.data_fingerprint,
+                parts.benchmark_config_hash,
+            ]
+        )
+        == GOLDEN_KEY
+    )
 
 
 @pytest.mark.parametrize(
@@ -289,10 +316,14 @@ def test_parse_rejects_non_strings() -> None:
 # ----------------------------------------------------------------------------------- property-based tests
 
 SAFE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-safe_components = st.text(alphabet=SAFE_ALPHABET, min_size=1, max_size=MAX_COMPONENT_LENGTH).filter(lambda s: s not in (".", ".."))
+safe_components = st.text(alphabet=SAFE_ALPHABET, min_size=1, max_size=MAX_COMPONENT_LENGTH).filter(
+    lambda s: s not in (".", "..")
+)
 identity_tuples = st.tuples(safe_components, safe_components, safe_components, safe_components)
 versions = st.text(alphabet=SAFE_ALPHABET, min_size=1, max_size=20).filter(lambda s: s not in (".", ".."))
-PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @PROPERTY_SETTINGS
@@ -327,7 +358,9 @@ def test_component_boundaries_cannot_shift(parts: tuple[str, str, str, str]) -> 
     shifted = (backbone + variant[:1], variant[1:] or "x", run_id, trial_id)
     if len(shifted[0]) > MAX_COMPONENT_LENGTH or shifted == parts:
         return
-    assert build_benchmark_key(*shifted, DATA_CONFIG, BENCHMARK_CONFIG) != build_benchmark_key(*parts, DATA_CONFIG, BENCHMARK_CONFIG)
+    assert build_benchmark_key(*shifted, DATA_CONFIG, BENCHMARK_CONFIG) != build_benchmark_key(
+        *parts, DATA_CONFIG, BENCHMARK_CONFIG
+    )
 
 
 @PROPERTY_SETTINGS
@@ -399,8 +432,12 @@ def test_cache_file_name_spells_the_separator_as_plus(tmp_path: Path) -> None:
 def test_longest_valid_key_can_be_cached_and_read_back(tmp_path: Path) -> None:
     # Six components of up to 96 characters exceed a 255-byte file name; such keys must still be cacheable.
     longest = "x" * MAX_COMPONENT_LENGTH
-    long_key = build_benchmark_key(longest, longest, longest, longest, {**DATA_CONFIG, "version": "v" * 79}, BENCHMARK_CONFIG)
-    other = build_benchmark_key(longest, longest, longest, "y" * MAX_COMPONENT_LENGTH, {**DATA_CONFIG, "version": "v" * 79}, BENCHMARK_CONFIG)
+    long_key = build_benchmark_key(
+        longest, longest, longest, longest, {**DATA_CONFIG, "version": "v" * 79}, BENCHMARK_CONFIG
+    )
+    other = build_benchmark_key(
+        longest, longest, longest, "y" * MAX_COMPONENT_LENGTH, {**DATA_CONFIG, "version": "v" * 79}, BENCHMARK_CONFIG
+    )
     written = write_cache_entry(tmp_path, long_key, complete_result(long_key), "run1", mlflow_logged=True)
     assert written == cache_path(tmp_path, long_key)
     assert written.parent == tmp_path and len(written.name) <= 255
@@ -411,7 +448,9 @@ def test_longest_valid_key_can_be_cached_and_read_back(tmp_path: Path) -> None:
 
 
 def test_cache_entry_round_trip_and_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
-    written = write_cache_entry(tmp_path, GOLDEN_KEY, {"p50_ms": 1.5, "nested": {"a": [1, 2]}}, None, mlflow_logged=False)
+    written = write_cache_entry(
+        tmp_path, GOLDEN_KEY, {"p50_ms": 1.5, "nested": {"a": [1, 2]}}, None, mlflow_logged=False
+    )
     payload = json.loads(written.read_text(encoding="utf-8"))
     assert payload["benchmark_key"] == GOLDEN_KEY
     assert payload["mlflow"] == {"run_id": None, "logged": False}
@@ -429,6 +468,11 @@ def test_defaults_left_out_or_spelled_out_give_the_same_key() -> None:
     spelled_out = {**BENCHMARK_CONFIG, "device": "cpu", "min_duration_s": 0.0, "intra_op_threads": 1}
     left_out = {k: v for k, v in BENCHMARK_CONFIG.items() if k not in ("device", "min_duration_s", "intra_op_threads")}
     integer_duration = {**spelled_out, "min_duration_s": 0}
-    keys = {build_benchmark_key("bilstm", "v1", None, "abc123", DATA_CONFIG, c) for c in (spelled_out, left_out, integer_duration)}
+    keys = {
+        build_benchmark_key("bilstm", "v1", None, "abc123", DATA_CONFIG, c)
+        for c in (spelled_out, left_out, integer_duration)
+    }
     assert len(keys) == 1
-    assert build_benchmark_key("bilstm", "v1", None, "abc123", DATA_CONFIG, {**spelled_out, "device": "auto"}) not in keys
+    assert (
+        build_benchmark_key("bilstm", "v1", None, "abc123", DATA_CONFIG, {**spelled_out, "device": "auto"}) not in keys
+    )

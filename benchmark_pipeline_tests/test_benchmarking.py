@@ -59,7 +59,9 @@ from benchmark_pipeline_tests.builders import complete_result
 from benchmark_pipeline_tests.conftest import deep_merge, free_port, tiny_config_dict
 
 ITERATIONS = 3
-NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of device 'cuda'; this machine has a GPU")
+NO_GPU = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the CPU fallback of device 'cuda'; this machine has a GPU"
+)
 
 
 # -------------------------------------------------------------------------------------------- fixtures
@@ -85,7 +87,9 @@ class Trained:
     def benchmark_config(self) -> dict[str, Any]:
         return self.config.benchmark_config
 
-    def retrieve(self, scope: str = "overall", client: MlflowClient | None = None, *, use_mlflow: bool = True) -> dict[str, Any]:
+    def retrieve(
+        self, scope: str = "overall", client: MlflowClient | None = None, *, use_mlflow: bool = True
+    ) -> dict[str, Any]:
         cfg = self.config
         return retrieve_best_trials(
             list(cfg.backbones),
@@ -106,7 +110,10 @@ def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Tra
     root = tmp_path_factory.mktemp("benchmark_models")
     raw = deep_merge(
         tiny_config_dict(root, mlflow_server),
-        {"hpo_config": {"variants": {"v1": {"n_trials": 2}, "v2": {"n_trials": 2}}}, "benchmark_config": {"min_duration_s": 0}},
+        {
+            "hpo_config": {"variants": {"v1": {"n_trials": 2}, "v2": {"n_trials": 2}}},
+            "benchmark_config": {"min_duration_s": 0},
+        },
     )
     config = config_from_dict(raw, env={})
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -136,7 +143,14 @@ def bench_config(trained: Trained, **overrides: Any) -> dict[str, Any]:
     return {**trained.benchmark_config, **overrides}
 
 
-def benchmark(trained: Trained, trials: dict[str, Any], root: Path, experiment: dict[str, str], client: MlflowClient | None, **config: Any) -> dict[str, Any]:
+def benchmark(
+    trained: Trained,
+    trials: dict[str, Any],
+    root: Path,
+    experiment: dict[str, str],
+    client: MlflowClient | None,
+    **config: Any,
+) -> dict[str, Any]:
     return benchmark_best_trials(
         trials,
         trained.test_data,
@@ -152,8 +166,23 @@ def benchmark(trained: Trained, trials: dict[str, Any], root: Path, experiment: 
     )
 
 
-def filter_missing(trained: Trained, trials: dict[str, Any], root: Path, experiment: dict[str, str], client: MlflowClient | None, **config: Any) -> dict[str, Any]:
-    return filter_missing_benchmarks(trials, experiment, bench_config(trained, **config), trained.data_config, root, trained.config.environment, client)
+def filter_missing(
+    trained: Trained,
+    trials: dict[str, Any],
+    root: Path,
+    experiment: dict[str, str],
+    client: MlflowClient | None,
+    **config: Any,
+) -> dict[str, Any]:
+    return filter_missing_benchmarks(
+        trials,
+        experiment,
+        bench_config(trained, **config),
+        trained.data_config,
+        root,
+        trained.config.environment,
+        client,
+    )
 
 
 def runs_of(client: MlflowClient, experiment: dict[str, str]) -> list[Any]:
@@ -188,16 +217,29 @@ def test_key_is_the_same_whichever_source_retrieved_the_trial(
         key = key_for_trial(from_mlflow, trained.data_config, trained.benchmark_config)
         assert key_for_trial(from_study, trained.data_config, trained.benchmark_config) == key
         # The trial folders alone (the lowest-priority source) name the same benchmark too.
-        pick = retrieve_from_disk(backbone, trained.hpo_dir, trained.config.hpo_config, trained.data_config).best("maximize")
+        pick = retrieve_from_disk(backbone, trained.hpo_dir, trained.config.hpo_config, trained.data_config).best(
+            "maximize"
+        )
         assert pick is not None
-        assert build_benchmark_key(pick.backbone, pick.variant, pick.run_id, pick.trial_id, trained.data_config, trained.benchmark_config) == key
+        assert (
+            build_benchmark_key(
+                pick.backbone, pick.variant, pick.run_id, pick.trial_id, trained.data_config, trained.benchmark_config
+            )
+            == key
+        )
 
 
-def test_per_variant_keys_are_the_same_without_mlflow(trained: Trained, best_per_variant: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_per_variant_keys_are_the_same_without_mlflow(
+    trained: Trained, best_per_variant: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     without_mlflow = trained.retrieve("per_variant", use_mlflow=False)
-    keys_mlflow = [key_for_trial(i, trained.data_config, trained.benchmark_config) for i in iter_trial_infos(best_per_variant)]
-    keys_study = [key_for_trial(i, trained.data_config, trained.benchmark_config) for i in iter_trial_infos(without_mlflow)]
+    keys_mlflow = [
+        key_for_trial(i, trained.data_config, trained.benchmark_config) for i in iter_trial_infos(best_per_variant)
+    ]
+    keys_study = [
+        key_for_trial(i, trained.data_config, trained.benchmark_config) for i in iter_trial_infos(without_mlflow)
+    ]
     assert len(keys_mlflow) == 4 and len(set(keys_mlflow)) == 4
     assert keys_study == keys_mlflow
 
@@ -212,12 +254,23 @@ def experiment(mlflow_client: MlflowClient) -> tuple[dict[str, str], str]:
 
 
 def sample_key(trial: str = "t1", **config: Any) -> str:
-    data = {"name": "n", "version": "1", "seed": 1, "vocab_size": 64, "max_length": 12, "train_size": 8, "validation_size": 8, "test_size": 8}
+    data = {
+        "name": "n",
+        "version": "1",
+        "seed": 1,
+        "vocab_size": 64,
+        "max_length": 12,
+        "train_size": 8,
+        "validation_size": 8,
+        "test_size": 8,
+    }
     bench = {"backends": ["onnxruntime"], "batch_sizes": [1], "max_length": 12, "warmup": 0, "iterations": 1, **config}
     return build_benchmark_key("bilstm", "v1", "r" * 32, trial, data, bench)
 
 
-def tagged_run(client: MlflowClient, experiment_id: str, key: str | None, status: str | None, *, result_logged: bool = True) -> str:
+def tagged_run(
+    client: MlflowClient, experiment_id: str, key: str | None, status: str | None, *, result_logged: bool = True
+) -> str:
     """A run tagged with ``key``; a FINISHED one is marked as holding its benchmark.json, as this project's are."""
     tags = {BENCHMARK_KEY_TAG: key} if key else {}
     if status == "FINISHED" and result_logged:
@@ -228,7 +281,9 @@ def tagged_run(client: MlflowClient, experiment_id: str, key: str | None, status
     return run_id
 
 
-def test_a_finished_run_without_benchmark_json_does_not_count(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str], tmp_path: Path) -> None:
+def test_a_finished_run_without_benchmark_json_does_not_count(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str], tmp_path: Path
+) -> None:
     # A cleanup script set a RUNNING benchmark run FINISHED: it holds no result, so the key is not benchmarked.
     reference, experiment_id = experiment
     key = sample_key("closed-by-cleanup")
@@ -243,7 +298,9 @@ def test_a_finished_run_without_benchmark_json_does_not_count(mlflow_client: Mlf
     assert benchmark_exists_in_mlflow(sample_key("legacy"), reference, mlflow_client) is True
 
 
-def test_finished_run_means_the_benchmark_exists(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_finished_run_means_the_benchmark_exists(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, experiment_id = experiment
     key = sample_key("finished")
     assert benchmark_exists_in_mlflow(key, reference, mlflow_client) is False
@@ -253,7 +310,9 @@ def test_finished_run_means_the_benchmark_exists(mlflow_client: MlflowClient, ex
     assert benchmark_exists_in_mlflow(sample_key("other"), reference, mlflow_client) is False
 
 
-def test_failed_killed_and_running_runs_do_not_count(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_failed_killed_and_running_runs_do_not_count(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, experiment_id = experiment
     key = sample_key("unfinished")
     tagged_run(mlflow_client, experiment_id, key, "FAILED")
@@ -263,7 +322,9 @@ def test_failed_killed_and_running_runs_do_not_count(mlflow_client: MlflowClient
     assert benchmark_exists_in_mlflow(key, reference, mlflow_client) is False
 
 
-def test_a_deleted_finished_run_does_not_count(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_a_deleted_finished_run_does_not_count(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, experiment_id = experiment
     key = sample_key("deleted")
     run_id = tagged_run(mlflow_client, experiment_id, key, "FINISHED")
@@ -272,7 +333,9 @@ def test_a_deleted_finished_run_does_not_count(mlflow_client: MlflowClient, expe
     assert benchmark_exists_in_mlflow(key, reference, mlflow_client) is False
 
 
-def test_a_failed_run_listed_first_does_not_hide_a_finished_one(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_a_failed_run_listed_first_does_not_hide_a_finished_one(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, experiment_id = experiment
     key = sample_key("retried")
     tagged_run(mlflow_client, experiment_id, key, "FINISHED")
@@ -282,7 +345,9 @@ def test_a_failed_run_listed_first_does_not_hide_a_finished_one(mlflow_client: M
     assert benchmark_exists_in_mlflow(key, reference, mlflow_client) is True
 
 
-def test_a_failed_run_created_before_a_finished_one(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_a_failed_run_created_before_a_finished_one(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, experiment_id = experiment
     key = sample_key("failed-then-finished")
     tagged_run(mlflow_client, experiment_id, key, "FAILED")
@@ -296,7 +361,9 @@ def test_missing_experiment_means_no_benchmark(mlflow_client: MlflowClient) -> N
     assert fetch_benchmark_runs(mlflow_client, unique_experiment()) == {}
 
 
-def test_an_unsafe_key_is_refused_before_reaching_the_filter(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_an_unsafe_key_is_refused_before_reaching_the_filter(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, _ = experiment
     with pytest.raises(ValueError):
         benchmark_exists_in_mlflow("a:b:c:d:e:f' or tags.x = 'y", reference, mlflow_client)
@@ -313,8 +380,12 @@ def test_valid_cache_file_is_found(tmp_path: Path) -> None:
     assert benchmark_exists_on_disk(key, tmp_path, "prod") is None  # environments have separate caches
 
 
-@pytest.mark.parametrize("content", ["{not json", "", '{"benchmark_key": ', "\udcff"], ids=["garbage", "empty", "truncated", "bad-utf8"])
-def test_corrupt_cache_file_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str) -> None:
+@pytest.mark.parametrize(
+    "content", ["{not json", "", '{"benchmark_key": ', "\udcff"], ids=["garbage", "empty", "truncated", "bad-utf8"]
+)
+def test_corrupt_cache_file_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str
+) -> None:
     key = sample_key("corrupt")
     path = cache_path(cache_dir(tmp_path, "test"), key)
     path.parent.mkdir(parents=True)
@@ -325,7 +396,9 @@ def test_corrupt_cache_file_is_ignored_with_a_warning(tmp_path: Path, caplog: py
     assert warnings and str(path) in warnings[0].getMessage()
 
 
-def test_cache_file_holding_another_key_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_file_holding_another_key_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     key, other = sample_key("mine"), sample_key("theirs")
     directory = cache_dir(tmp_path, "test")
     written = write_cache_entry(directory, other, complete_result(other), None, mlflow_logged=False)
@@ -373,7 +446,9 @@ def test_benchmark_already_exists_combines_mlflow_and_disk(
 # ----------------------------------------------------------------------------------- paginated searches
 
 
-def test_search_all_runs_follows_every_page(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_search_all_runs_follows_every_page(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     _, experiment_id = experiment
     created = {tagged_run(mlflow_client, experiment_id, sample_key(f"page{i}"), "FINISHED") for i in range(5)}
     first_page = mlflow_client.search_runs([experiment_id], max_results=2)
@@ -381,11 +456,15 @@ def test_search_all_runs_follows_every_page(mlflow_client: MlflowClient, experim
     found = search_all_runs(mlflow_client, [experiment_id], page_size=2)
     assert len([r.info.run_id for r in found]) == 5
     assert {r.info.run_id for r in found} == created
-    filtered = search_all_runs(mlflow_client, [experiment_id], f"tags.{BENCHMARK_KEY_TAG} = '{sample_key('page3')}'", page_size=2)
+    filtered = search_all_runs(
+        mlflow_client, [experiment_id], f"tags.{BENCHMARK_KEY_TAG} = '{sample_key('page3')}'", page_size=2
+    )
     assert [r.data.tags[BENCHMARK_KEY_TAG] for r in filtered] == [sample_key("page3")]
 
 
-def test_fetch_benchmark_runs_groups_runs_by_key(mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]) -> None:
+def test_fetch_benchmark_runs_groups_runs_by_key(
+    mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str]
+) -> None:
     reference, experiment_id = experiment
     retried, running, deleted = sample_key("retried"), sample_key("running"), sample_key("deleted")
     failed_id = tagged_run(mlflow_client, experiment_id, retried, "FAILED")
@@ -406,11 +485,20 @@ def test_fetch_benchmark_runs_groups_runs_by_key(mlflow_client: MlflowClient, ex
 
 
 def synthetic_info(backbone: str, variant: str, trial: str) -> dict[str, Any]:
-    return {"backbone": backbone, "variant": variant, "trial_id": trial, "run_id": f"run-{trial}", "metric": 0.5, "source": "disk"}
+    return {
+        "backbone": backbone,
+        "variant": variant,
+        "trial_id": trial,
+        "run_id": f"run-{trial}",
+        "metric": 0.5,
+        "source": "disk",
+    }
 
 
 @pytest.fixture
-def filter_setup(tmp_path: Path, mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str], trained: Trained) -> Iterator[dict[str, Any]]:
+def filter_setup(
+    tmp_path: Path, mlflow_client: MlflowClient, experiment: tuple[dict[str, str], str], trained: Trained
+) -> Iterator[dict[str, Any]]:
     """Trial infos whose benchmarks are: FINISHED in MLflow, in the disk cache, FAILED in MLflow, or nowhere."""
     reference, experiment_id = experiment
     infos = {
@@ -422,21 +510,39 @@ def filter_setup(tmp_path: Path, mlflow_client: MlflowClient, experiment: tuple[
     keys = {name: key_for_trial(info, trained.data_config, trained.benchmark_config) for name, info in infos.items()}
     tagged_run(mlflow_client, experiment_id, keys["mlflow"], "FINISHED")
     tagged_run(mlflow_client, experiment_id, keys["failed"], "FAILED")
-    write_cache_entry(cache_dir(tmp_path, trained.config.environment), keys["disk"], complete_result(keys["disk"]), None, mlflow_logged=False)
+    write_cache_entry(
+        cache_dir(tmp_path, trained.config.environment),
+        keys["disk"],
+        complete_result(keys["disk"]),
+        None,
+        mlflow_logged=False,
+    )
     yield {"root": tmp_path, "experiment": reference, "infos": infos, "keys": keys}
 
 
-def test_filter_overall_shape_keeps_only_missing(trained: Trained, mlflow_client: MlflowClient, filter_setup: dict[str, Any]) -> None:
+def test_filter_overall_shape_keeps_only_missing(
+    trained: Trained, mlflow_client: MlflowClient, filter_setup: dict[str, Any]
+) -> None:
     infos = filter_setup["infos"]
-    best = {"mlflow_bb": infos["mlflow"], "disk_bb": infos["disk"], "failed_bb": infos["failed"], "missing_bb": infos["missing"]}
+    best = {
+        "mlflow_bb": infos["mlflow"],
+        "disk_bb": infos["disk"],
+        "failed_bb": infos["failed"],
+        "missing_bb": infos["missing"],
+    }
     remaining = filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], mlflow_client)
     assert remaining == {"failed_bb": infos["failed"], "missing_bb": infos["missing"]}
     assert list(remaining) == ["failed_bb", "missing_bb"]
 
 
-def test_filter_per_variant_shape_keeps_only_missing(trained: Trained, mlflow_client: MlflowClient, filter_setup: dict[str, Any]) -> None:
+def test_filter_per_variant_shape_keeps_only_missing(
+    trained: Trained, mlflow_client: MlflowClient, filter_setup: dict[str, Any]
+) -> None:
     infos = filter_setup["infos"]
-    best = {"tiny_transformer": {"v1": infos["mlflow"], "v2": infos["disk"]}, "bilstm": {"v1": infos["failed"], "v2": infos["missing"]}}
+    best = {
+        "tiny_transformer": {"v1": infos["mlflow"], "v2": infos["disk"]},
+        "bilstm": {"v1": infos["failed"], "v2": infos["missing"]},
+    }
     remaining = filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], mlflow_client)
     # tiny_transformer has nothing left, so it disappears; bilstm keeps the per-variant shape.
     assert remaining == {"bilstm": {"v1": infos["failed"], "v2": infos["missing"]}}
@@ -447,13 +553,19 @@ def test_filter_with_an_unreachable_mlflow_uses_the_disk_cache_quickly(
 ) -> None:
     infos = filter_setup["infos"]
     dead = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
-    best = {"tiny_transformer": {"v1": infos["mlflow"], "v2": infos["disk"]}, "bilstm": {"v1": infos["failed"], "v2": infos["missing"]}}
+    best = {
+        "tiny_transformer": {"v1": infos["mlflow"], "v2": infos["disk"]},
+        "bilstm": {"v1": infos["failed"], "v2": infos["missing"]},
+    }
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="benchmark_pipeline.benchmarking"):
         remaining = filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], dead)
     assert time.monotonic() - started < 5.0
     # Only the disk cache could answer: the MLflow-only benchmark counts as missing.
-    assert remaining == {"tiny_transformer": {"v1": infos["mlflow"]}, "bilstm": {"v1": infos["failed"], "v2": infos["missing"]}}
+    assert remaining == {
+        "tiny_transformer": {"v1": infos["mlflow"]},
+        "bilstm": {"v1": infos["failed"], "v2": infos["missing"]},
+    }
     assert any("unreachable" in r.getMessage() for r in caplog.records)
 
 
@@ -463,16 +575,28 @@ def test_filter_without_client_reads_mlflow_tracking_uri(
     infos = filter_setup["infos"]
     best = {"a": infos["mlflow"], "b": infos["disk"], "c": infos["missing"]}
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], None) == {"a": infos["mlflow"], "c": infos["missing"]}
+    assert filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], None) == {
+        "a": infos["mlflow"],
+        "c": infos["missing"],
+    }
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    assert filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], None) == {"c": infos["missing"]}
+    assert filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], None) == {
+        "c": infos["missing"]
+    }
 
 
-def test_filter_depends_on_the_benchmark_config(trained: Trained, mlflow_client: MlflowClient, filter_setup: dict[str, Any]) -> None:
+def test_filter_depends_on_the_benchmark_config(
+    trained: Trained, mlflow_client: MlflowClient, filter_setup: dict[str, Any]
+) -> None:
     infos = filter_setup["infos"]
     best = {"a": infos["mlflow"], "b": infos["disk"]}
     # Another config is another benchmark: neither existing result counts for it.
-    assert filter_missing(trained, best, filter_setup["root"], filter_setup["experiment"], mlflow_client, iterations=ITERATIONS + 1) == best
+    assert (
+        filter_missing(
+            trained, best, filter_setup["root"], filter_setup["experiment"], mlflow_client, iterations=ITERATIONS + 1
+        )
+        == best
+    )
 
 
 def test_filter_rejects_an_invalid_benchmark_config(trained: Trained, filter_setup: dict[str, Any]) -> None:
@@ -554,7 +678,11 @@ def test_disk_cache_entry_is_written_and_marked_logged(trained: Trained, first_p
         assert payload["mlflow"] == {"run_id": result["mlflow_run_id"], "logged": True}
         assert payload["result"]["measurements"] == result["measurements"]
         assert benchmark_exists_on_disk(result["benchmark_key"], first_pass.root, trained.config.environment) == path
-    leftovers = [p.name for p in cache_dir(first_pass.root, trained.config.environment).iterdir() if not p.name.startswith("benchmark_")]
+    leftovers = [
+        p.name
+        for p in cache_dir(first_pass.root, trained.config.environment).iterdir()
+        if not p.name.startswith("benchmark_")
+    ]
     assert leftovers == []  # no temporary files
 
 
@@ -589,7 +717,9 @@ def test_second_pass_benchmarks_nothing(trained: Trained, first_pass: FirstPass)
     assert len(runs_of(trained.client, first_pass.experiment)) == runs_before
 
 
-def test_second_pass_is_skipped_by_mlflow_alone_and_by_the_cache_alone(trained: Trained, first_pass: FirstPass, tmp_path: Path) -> None:
+def test_second_pass_is_skipped_by_mlflow_alone_and_by_the_cache_alone(
+    trained: Trained, first_pass: FirstPass, tmp_path: Path
+) -> None:
     # A fresh root has no cache: the FINISHED MLflow runs alone make the trials already benchmarked.
     assert filter_missing(trained, first_pass.best, tmp_path, first_pass.experiment, trained.client) == {}
     # MLflow down: the cache alone does.
@@ -599,7 +729,9 @@ def test_second_pass_is_skipped_by_mlflow_alone_and_by_the_cache_alone(trained: 
     assert filter_missing(trained, first_pass.best, tmp_path, first_pass.experiment, dead) == first_pass.best
 
 
-def test_per_variant_filter_after_an_overall_pass(trained: Trained, first_pass: FirstPass, best_per_variant: dict[str, Any]) -> None:
+def test_per_variant_filter_after_an_overall_pass(
+    trained: Trained, first_pass: FirstPass, best_per_variant: dict[str, Any]
+) -> None:
     # The overall best of a backbone is also the best of its variant: same key, so only the other variant is left.
     remaining = filter_missing(trained, best_per_variant, first_pass.root, first_pass.experiment, trained.client)
     assert set(remaining) == set(trained.config.backbones)
@@ -640,7 +772,9 @@ def test_cuda_on_a_cpu_machine_raises_provider_mismatch(model_dir: Path) -> None
     import onnxruntime as ort
 
     assert CUDA_PROVIDER in ort.get_available_providers()  # onnxruntime-gpu lists it although it cannot run it
-    with pytest.raises(ProviderMismatchError, match=r"(?s)device 'cuda' was requested.*model\.onnx.*CPUExecutionProvider"):
+    with pytest.raises(
+        ProviderMismatchError, match=r"(?s)device 'cuda' was requested.*model\.onnx.*CPUExecutionProvider"
+    ):
         open_onnx_session(model_dir / "model.onnx", "cuda", 1)
 
 
@@ -650,7 +784,9 @@ def test_auto_on_a_cpu_machine_reports_the_cpu_provider(model_dir: Path) -> None
     assert backend.provider_used == CPU_PROVIDER
     assert backend.session.get_providers() == [CPU_PROVIDER]
     assert backend.providers_requested == (CUDA_PROVIDER, CPU_PROVIDER)
-    logits = backend.run({"input_ids": np.ones((2, 12), dtype=np.int64), "attention_mask": np.ones((2, 12), dtype=np.int64)})
+    logits = backend.run(
+        {"input_ids": np.ones((2, 12), dtype=np.int64), "attention_mask": np.ones((2, 12), dtype=np.int64)}
+    )
     assert logits.shape[:2] == (2, 12) and np.isfinite(logits).all()
 
 
@@ -660,18 +796,24 @@ def test_cpu_requests_only_the_cpu_provider(model_dir: Path) -> None:
 
 
 @NO_GPU
-def test_run_benchmark_on_auto_records_the_provider_used(trained: Trained, best_overall: dict[str, Any], model_dir: Path) -> None:
+def test_run_benchmark_on_auto_records_the_provider_used(
+    trained: Trained, best_overall: dict[str, Any], model_dir: Path
+) -> None:
     info = best_overall["bilstm"]
     config = bench_config(trained, device="auto", backends=["onnxruntime"], batch_sizes=[2])
     result = run_benchmark("k", info, model_dir, trained.test_data, trained.data_config, config)
-    assert [(m["backend"], m["batch_size"], m["provider"]) for m in result.measurements] == [("onnxruntime", 2, CPU_PROVIDER)]
+    assert [(m["backend"], m["batch_size"], m["provider"]) for m in result.measurements] == [
+        ("onnxruntime", 2, CPU_PROVIDER)
+    ]
     assert result.providers_used == {"onnxruntime": CPU_PROVIDER}
     assert result.environment["onnxruntime_providers_requested"] == [CUDA_PROVIDER, CPU_PROVIDER]
     assert result.environment["onnxruntime_providers_used"] == [CPU_PROVIDER]
 
 
 @NO_GPU
-def test_cuda_through_the_orchestrator_fails_the_run_and_caches_nothing(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_cuda_through_the_orchestrator_fails_the_run_and_caches_nothing(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     reference = unique_experiment()
     trials = one_trial(best_overall)
     key = key_for_trial(trials["bilstm"], trained.data_config, bench_config(trained, device="cuda"))
@@ -688,7 +830,9 @@ def test_cuda_through_the_orchestrator_fails_the_run_and_caches_nothing(trained:
     assert filter_missing(trained, trials, tmp_path, reference, trained.client, device="cuda") == trials
 
 
-def test_one_failure_does_not_stop_the_other_benchmarks(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_one_failure_does_not_stop_the_other_benchmarks(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     reference = unique_experiment()
     broken = {**best_overall["tiny_transformer"], "trial_dir": None, "run_id": None}
     trials = {"tiny_transformer": broken, "bilstm": best_overall["bilstm"]}
@@ -701,10 +845,14 @@ def test_one_failure_does_not_stop_the_other_benchmarks(trained: Trained, best_o
     assert sorted(r.info.status for r in runs_of(trained.client, reference)) == ["FAILED", "FINISHED"]
 
 
-def test_unreachable_mlflow_benchmarks_to_the_cache_only(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_unreachable_mlflow_benchmarks_to_the_cache_only(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     dead = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
     started = time.monotonic()
-    results = benchmark(trained, one_trial(best_overall), tmp_path, unique_experiment(), dead, backends=["onnxruntime"], batch_sizes=[1])
+    results = benchmark(
+        trained, one_trial(best_overall), tmp_path, unique_experiment(), dead, backends=["onnxruntime"], batch_sizes=[1]
+    )
     assert time.monotonic() - started < 30
     result = results["bilstm"]
     assert result["mlflow_run_id"] is None and result["mlflow_logged"] is False
@@ -737,7 +885,9 @@ def test_missing_checkpoint_names_the_path(trained: Trained, best_overall: dict[
         run_on(trained, info, folder, backends=["onnxruntime", "pytorch"])
 
 
-def test_truncated_onnx_model_is_a_model_file_error(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_truncated_onnx_model_is_a_model_file_error(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     info = best_overall["bilstm"]
     folder = model_copy(trained, info, tmp_path / "model")
     data = (folder / "model.onnx").read_bytes()
@@ -746,7 +896,9 @@ def test_truncated_onnx_model_is_a_model_file_error(trained: Trained, best_overa
         run_on(trained, info, folder)
 
 
-def test_onnx_model_whose_inputs_the_test_data_lacks_is_refused(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_onnx_model_whose_inputs_the_test_data_lacks_is_refused(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     info = best_overall["bilstm"]
     folder = model_copy(trained, info, tmp_path / "model")
     graph = helper.make_graph(
@@ -759,11 +911,15 @@ def test_onnx_model_whose_inputs_the_test_data_lacks_is_refused(trained: Trained
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, folder / "model.onnx")
-    with pytest.raises(ValueError, match=r"has no input 'tokens'; the model takes \['tokens'\], the file has \['input_ids'\]"):
+    with pytest.raises(
+        ValueError, match=r"has no input 'tokens'; the model takes \['tokens'\], the file has \['input_ids'\]"
+    ):
         run_on(trained, info, folder)
 
 
-def test_checkpoint_of_another_architecture_is_refused(trained: Trained, best_per_variant: dict[str, Any], tmp_path: Path) -> None:
+def test_checkpoint_of_another_architecture_is_refused(
+    trained: Trained, best_per_variant: dict[str, Any], tmp_path: Path
+) -> None:
     # The variants' width choices are disjoint, so v2's checkpoint cannot fit the model built for v1.
     v1, v2 = best_per_variant["bilstm"]["v1"], best_per_variant["bilstm"]["v2"]
     assert v1["hyperparameters"]["width"] != v2["hyperparameters"]["width"]
@@ -773,7 +929,9 @@ def test_checkpoint_of_another_architecture_is_refused(trained: Trained, best_pe
         run_on(trained, v1, folder, backends=["onnxruntime", "pytorch"])
 
 
-def test_onnx_and_checkpoint_that_disagree_are_refused(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_onnx_and_checkpoint_that_disagree_are_refused(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     # Same architecture, different weights: the checkpoint's classifier is re-drawn, so predictions differ.
     info = best_overall["bilstm"]
     folder = model_copy(trained, info, tmp_path / "model")
@@ -782,7 +940,9 @@ def test_onnx_and_checkpoint_that_disagree_are_refused(trained: Trained, best_ov
     state["classifier.weight"] = torch.randn(state["classifier.weight"].shape, generator=generator) * 10
     state["classifier.bias"] = torch.arange(state["classifier.bias"].shape[0], dtype=torch.float32).flip(0) * 10
     torch.save(state, folder / "model.pt")
-    with pytest.raises(ModelFileError, match=r"ONNX and PyTorch outputs differ by up to .* they are not the same model"):
+    with pytest.raises(
+        ModelFileError, match=r"ONNX and PyTorch outputs differ by up to .* they are not the same model"
+    ):
         run_on(trained, info, folder, backends=["onnxruntime", "pytorch"])
 
 
@@ -795,10 +955,17 @@ def test_empty_test_data_file_names_the_file(trained: Trained, best_overall: dic
 
 def test_missing_test_data_file_names_the_file(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=str(tmp_path / "absent.jsonl")):
-        run_on(trained, best_overall["bilstm"], Path(best_overall["bilstm"]["trial_dir"]), test_data=tmp_path / "absent.jsonl")
+        run_on(
+            trained,
+            best_overall["bilstm"],
+            Path(best_overall["bilstm"]["trial_dir"]),
+            test_data=tmp_path / "absent.jsonl",
+        )
 
 
-def test_benchmark_max_length_beyond_the_data_max_length_is_refused(trained: Trained, best_overall: dict[str, Any]) -> None:
+def test_benchmark_max_length_beyond_the_data_max_length_is_refused(
+    trained: Trained, best_overall: dict[str, Any]
+) -> None:
     info = best_overall["bilstm"]
     with pytest.raises(ValueError, match=r"max_length \(13\) exceeds data_config\.max_length \(12\)"):
         run_on(trained, info, Path(info["trial_dir"]), max_length=13)
@@ -810,7 +977,9 @@ def test_shorter_benchmark_max_length_is_accepted(trained: Trained, best_overall
     assert result.quality["prediction_agreement"] >= 0.99 and result.measurements[0]["count"] >= ITERATIONS
 
 
-def test_trial_dir_outside_the_allowed_roots_is_refused(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_trial_dir_outside_the_allowed_roots_is_refused(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     info = best_overall["bilstm"]
     outside = model_copy(trained, info, tmp_path / "elsewhere" / "trial")
     allowed = [trained.hpo_dir.resolve()]
@@ -825,7 +994,12 @@ def test_trial_dir_outside_the_allowed_roots_is_refused(trained: Trained, best_o
     inside_root.mkdir()
     (inside_root / "link").symlink_to(outside, target_is_directory=True)
     with pytest.raises(ModelFileError, match="outside"):
-        resolve_model_dir({**info, "trial_dir": str(inside_root / "link")}, [inside_root.resolve()], trained.client, tmp_path / "download")
+        resolve_model_dir(
+            {**info, "trial_dir": str(inside_root / "link")},
+            [inside_root.resolve()],
+            trained.client,
+            tmp_path / "download",
+        )
     assert resolve_model_dir(info, allowed, trained.client, tmp_path / "download") == Path(info["trial_dir"]).resolve()
 
 
@@ -836,10 +1010,14 @@ def test_trial_dir_outside_the_roots_fails_through_the_orchestrator(
     info = best_overall["bilstm"]
     outside = model_copy(trained, info, tmp_path / "elsewhere")
     with pytest.raises(BenchmarkFailedError, match="outside the configured HPO folders"):
-        benchmark(trained, {"bilstm": {**info, "trial_dir": str(outside)}}, tmp_path / "root", unique_experiment(), None)
+        benchmark(
+            trained, {"bilstm": {**info, "trial_dir": str(outside)}}, tmp_path / "root", unique_experiment(), None
+        )
 
 
-def test_model_is_downloaded_from_mlflow_when_there_is_no_trial_dir(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_model_is_downloaded_from_mlflow_when_there_is_no_trial_dir(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     info = {**best_overall["tiny_transformer"], "trial_dir": None, "model_path": None}
     folder = resolve_model_dir(info, [trained.hpo_dir.resolve()], trained.client, tmp_path / "download")
     assert folder.is_relative_to(tmp_path / "download")
@@ -852,15 +1030,21 @@ def test_model_is_downloaded_from_mlflow_when_there_is_no_trial_dir(trained: Tra
         resolve_model_dir({**info, "run_id": "0" * 32}, [trained.hpo_dir.resolve()], trained.client, tmp_path / "d3")
 
 
-def test_orchestrator_benchmarks_a_downloaded_model(trained: Trained, best_overall: dict[str, Any], tmp_path: Path) -> None:
+def test_orchestrator_benchmarks_a_downloaded_model(
+    trained: Trained, best_overall: dict[str, Any], tmp_path: Path
+) -> None:
     info = {**best_overall["tiny_transformer"], "trial_dir": None, "model_path": None}
-    results = benchmark(trained, {"tiny_transformer": info}, tmp_path, unique_experiment(), trained.client, batch_sizes=[1])
+    results = benchmark(
+        trained, {"tiny_transformer": info}, tmp_path, unique_experiment(), trained.client, batch_sizes=[1]
+    )
     result = results["tiny_transformer"]
     # Both backends ran from the downloaded artifacts (the demo's factory reads the downloaded trial_meta.json).
     assert result["backends"] == {"onnxruntime": "ran", "pytorch": "ran"} and result["pytorch_route"] == "model_factory"
     assert result["quality"]["prediction_agreement"] >= 0.99 and result["mlflow_logged"] is True
     # The key does not depend on where the model came from.
-    assert result["benchmark_key"] == key_for_trial(best_overall["tiny_transformer"], trained.data_config, bench_config(trained, batch_sizes=[1]))
+    assert result["benchmark_key"] == key_for_trial(
+        best_overall["tiny_transformer"], trained.data_config, bench_config(trained, batch_sizes=[1])
+    )
 
 
 # -------------------------------------------------------------------------------------------- measurement
@@ -884,7 +1068,9 @@ def test_time_calls_keeps_measuring_for_min_duration() -> None:
     samples = time_calls(lambda: time.sleep(0.001), warmup=0, iterations=3, min_duration_s=0.05)
     assert samples.min() >= 1e6  # each call slept at least 1 ms
     assert samples.sum() >= 0.045e9  # it measured for (about) the whole 50 ms
-    assert 15 <= len(samples) <= 51  # ~45 expected (fewer on a loaded machine); at most 50 calls of >= 1 ms fit in 50 ms, +1
+    assert (
+        15 <= len(samples) <= 51
+    )  # ~45 expected (fewer on a loaded machine); at most 50 calls of >= 1 ms fit in 50 ms, +1
 
 
 def test_time_calls_stops_at_the_iteration_cap() -> None:
@@ -894,7 +1080,9 @@ def test_time_calls_stops_at_the_iteration_cap() -> None:
     assert time.monotonic() - started < 30
 
 
-@pytest.mark.parametrize(("warmup", "iterations", "message"), [(0, 0, "iterations"), (1, -2, "iterations"), (-1, 3, "warmup")])
+@pytest.mark.parametrize(
+    ("warmup", "iterations", "message"), [(0, 0, "iterations"), (1, -2, "iterations"), (-1, 3, "warmup")]
+)
 def test_time_calls_rejects_bad_counts(warmup: int, iterations: int, message: str) -> None:
     calls: list[int] = []
     with pytest.raises(ValueError, match=message):
@@ -928,17 +1116,37 @@ def test_summarize_a_single_sample() -> None:
 
 def fake_result(backbone: str, variant: str, scale: float = 1.0) -> dict[str, Any]:
     measurements = [
-        {"backend": backend, "batch_size": size, "provider": provider, "p50_ms": scale * size, "p95_ms": scale * size * 1.5, "throughput_samples_per_s": 1000.0 / scale, "count": 30}
+        {
+            "backend": backend,
+            "batch_size": size,
+            "provider": provider,
+            "p50_ms": scale * size,
+            "p95_ms": scale * size * 1.5,
+            "throughput_samples_per_s": 1000.0 / scale,
+            "count": 30,
+        }
         for backend, provider in (("onnxruntime", CPU_PROVIDER), ("pytorch", "torch:cpu"))
         for size in (1, 8, 32)
     ]
-    return {"backbone": backbone, "variant": variant, "trial_id": f"{backbone}-{variant}", "benchmark_key": f"{backbone}:{variant}:k", "measurements": measurements}
+    return {
+        "backbone": backbone,
+        "variant": variant,
+        "trial_id": f"{backbone}-{variant}",
+        "benchmark_key": f"{backbone}:{variant}:k",
+        "measurements": measurements,
+    }
 
 
 def test_format_benchmark_table_per_variant_shape_and_skipped_entries() -> None:
     results = {
         "bilstm": {"v2": fake_result("bilstm", "v2", 2.0), "v1": fake_result("bilstm", "v1")},
-        "tiny_transformer": {"trial_id": "t", "backbone": "tiny_transformer", "variant": "v1", "status": "skipped", "benchmark_key": "tiny_transformer:v1:k"},
+        "tiny_transformer": {
+            "trial_id": "t",
+            "backbone": "tiny_transformer",
+            "variant": "v1",
+            "status": "skipped",
+            "benchmark_key": "tiny_transformer:v1:k",
+        },
     }
     lines = format_benchmark_table(results).splitlines()
     assert len(lines) == 2 + 6 + 6 + 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from benchmark_pipeline.benchmarking.keys import compute_config_hash
-from benchmark_pipeline.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, ConfigError, PipelineConfig, config_from_dict, load_config
+from benchmark_pipeline.config import (
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    ConfigError,
+    PipelineConfig,
+    config_from_dict,
+    load_config,
+)
 from benchmark_pipeline.demo.settings import validate_demo_config
 
 RawFactory = Callable[..., dict[str, Any]]
@@ -30,14 +37,19 @@ def test_demo_config_loads(tmp_path: Path) -> None:
     # Defaults derived from the root: a local sqlite MLflow store and the HPO folder per environment.
     assert config.mlflow.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow' / 'mlflow.db'}"
     assert config.hpo_output_dir == tmp_path.resolve() / "outputs" / "hpo" / "local"
-    assert config.hpo_experiments() == {"tiny_transformer": {"name": "hpo-tiny_transformer"}, "bilstm": {"name": "hpo-bilstm"}}
+    assert config.hpo_experiments() == {
+        "tiny_transformer": {"name": "hpo-tiny_transformer"},
+        "bilstm": {"name": "hpo-bilstm"},
+    }
     assert config.benchmark_experiment() == {"name": "benchmarks"}
     assert config.benchmark_config["batch_sizes"] == [1, 8, 32]
 
 
 def test_config_file_path_and_env_overrides(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(tiny_raw_config("/nonexistent/root", "http://example.invalid:5000")), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(tiny_raw_config("/nonexistent/root", "http://example.invalid:5000")), encoding="utf-8"
+    )
     plain = load_config(path, env={})
     assert plain.mlflow.tracking_uri == "http://example.invalid:5000"
     assert plain.root_dir == Path("/nonexistent/root")
@@ -90,7 +102,10 @@ def _expect_error(raw: Any, *fragments: str) -> str:
         ({"benchmark_config": {"backends": ["tensorrt"]}}, ("benchmark_config.backends", "tensorrt")),
         ({"benchmark_config": {"intra_op_threads": -2}}, ("benchmark_config.intra_op_threads",)),
         ({"benchmark_config": {"max_length": None}}, ("benchmark_config.max_length is required",)),
-        ({"hpo_config": {"objective": {"direction": "upward"}}}, ("hpo_config.objective.direction", "'upward'", "maximize")),
+        (
+            {"hpo_config": {"objective": {"direction": "upward"}}},
+            ("hpo_config.objective.direction", "'upward'", "maximize"),
+        ),
         ({"hpo_config": {"objective": {"metric": None}}}, ("hpo_config.objective.metric is required",)),
         ({"data_config": {"version": None}}, ("data_config.version is required",)),
         ({"data_config": {"version": "1/2"}}, ("data_config.version", "'1/2'")),
@@ -102,7 +117,10 @@ def _expect_error(raw: Any, *fragments: str) -> str:
         ({"mlflow": "http://x"}, ("config.mlflow must be a mapping",)),
         ({"mlflow": {"tracking_uri": 5000}}, ("config.mlflow.tracking_uri must be a string",)),
         ({"optuna": {"storages": "sqlite:///x.db"}}, ("config.optuna.storages",)),
-        ({"optuna": {"sweep_storage": "/data/optuna.db"}}, ("config.optuna.sweep_storage", "storage URL", "'/data/optuna.db'")),
+        (
+            {"optuna": {"sweep_storage": "/data/optuna.db"}},
+            ("config.optuna.sweep_storage", "storage URL", "'/data/optuna.db'"),
+        ),
         ({"benchmark_config": None}, ("benchmark_config must be a mapping", "NoneType")),
     ],
 )
@@ -118,7 +136,11 @@ def test_wrong_values_raise_config_error_naming_the_field(
         ({"hpo_config": {"variants": {"v1": {"n_trials": 0}}}}, ("hpo_config.variants.v1.n_trials", "> 0")),
         ({"hpo_config": {"variants": {"v1": {"epochs": "3"}}}}, ("hpo_config.variants.v1.epochs", "must be int")),
         (
-            {"hpo_config": {"variants": {"v1": {"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}}}},
+            {
+                "hpo_config": {
+                    "variants": {"v1": {"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}}
+                }
+            },
             ("hpo_config.variants.v1.search_space.dropout", "low (0.5) must be <= high (0.1)"),
         ),
         (
@@ -169,7 +191,7 @@ def test_no_variants(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     raw = tiny_raw_config(tmp_path)
     raw["hpo_config"]["variants"] = {}
     # No variants is fine for retrieval (they are discovered from the records); the demo's sweeps need some.
-    with pytest.raises(ConfigError, match="hpo_config.variants must name at least one variant"):
+    with pytest.raises(ConfigError, match=r"hpo_config\.variants must name at least one variant"):
         validate_demo_config(config_from_dict(raw, env={}))
 
 
@@ -197,7 +219,9 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml", env={})
 
 
-def test_make_config_gives_each_config_its_own_experiments(make_config: Callable[..., PipelineConfig], mlflow_server: str, tmp_path: Path) -> None:
+def test_make_config_gives_each_config_its_own_experiments(
+    make_config: Callable[..., PipelineConfig], mlflow_server: str, tmp_path: Path
+) -> None:
     first = make_config(tmp_path, hpo_config={"variants": {"v2": None}})
     second = make_config(tmp_path)
     assert first.mlflow.tracking_uri == second.mlflow.tracking_uri == mlflow_server
@@ -229,7 +253,13 @@ def _config_yaml(tmp_path: Path, tiny_raw_config: RawFactory, benchmark_extra: s
 def test_yaml_alias_bomb_under_benchmark_config_is_refused_at_once(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     raw = tiny_raw_config(tmp_path)
     benchmark = yaml.safe_dump(raw.pop("benchmark_config"))
-    text = yaml.safe_dump(raw) + "benchmark_config:\n" + "".join(f"  {line}\n" for line in benchmark.splitlines()) + _alias_bomb() + "\n"
+    text = (
+        yaml.safe_dump(raw)
+        + "benchmark_config:\n"
+        + "".join(f"  {line}\n" for line in benchmark.splitlines())
+        + _alias_bomb()
+        + "\n"
+    )
     path = tmp_path / "bomb.yaml"
     path.write_text(text, encoding="utf-8")
     started = time.monotonic()
@@ -251,7 +281,9 @@ def test_yaml_alias_bomb_under_benchmark_config_is_refused_at_once(tmp_path: Pat
         "x: &m {a: 1}\ny: {<<: *m}\n",  # a merge key
     ],
 )
-def test_yaml_anchors_aliases_and_merge_keys_are_refused(tmp_path: Path, tiny_raw_config: RawFactory, snippet: str) -> None:
+def test_yaml_anchors_aliases_and_merge_keys_are_refused(
+    tmp_path: Path, tiny_raw_config: RawFactory, snippet: str
+) -> None:
     path = _config_yaml(tmp_path, tiny_raw_config, snippet)
     with pytest.raises(ConfigError, match=r"pipeline\.yaml: line \d+: YAML anchors and aliases"):
         load_config(path, env={})
@@ -288,14 +320,35 @@ def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error(tmp_path: Pa
     ("overrides", "fragments"),
     [
         ({"backbone": ["bilstm"]}, ("config has an unknown key 'backbone'", "did you mean 'backbones'?")),
-        ({"hpo_output_directory": "x"}, ("config has an unknown key 'hpo_output_directory'", "did you mean 'hpo_output_dir'?")),
-        ({"mlflow": {"tracking_url": "http://x"}}, ("config.mlflow has an unknown key 'tracking_url'", "did you mean 'tracking_uri'?")),
+        (
+            {"hpo_output_directory": "x"},
+            ("config has an unknown key 'hpo_output_directory'", "did you mean 'hpo_output_dir'?"),
+        ),
+        (
+            {"mlflow": {"tracking_url": "http://x"}},
+            ("config.mlflow has an unknown key 'tracking_url'", "did you mean 'tracking_uri'?"),
+        ),
         ({"mlflow": {"timeout": 5}}, ("config.mlflow has an unknown key 'timeout'", "did you mean 'timeout_s'?")),
-        ({"optuna": {"storage": ["sqlite:///x.db"]}}, ("config.optuna has an unknown key 'storage'", "did you mean 'storages'?")),
-        ({"benchmark_config": {"iteration": 3}}, ("benchmark_config has an unknown key 'iteration'", "did you mean 'iterations'?")),
-        ({"benchmark_config": {"devcie": "cuda"}}, ("benchmark_config has an unknown key 'devcie'", "did you mean 'device'?")),
-        ({"hpo_config": {"objective": {"directon": "minimize"}}}, ("hpo_config.objective has an unknown key 'directon'", "did you mean 'direction'?")),
-        ({"zzz_unrelated": 1}, ("config has an unknown key 'zzz_unrelated' (valid keys: environment, root_dir, backbones",)),
+        (
+            {"optuna": {"storage": ["sqlite:///x.db"]}},
+            ("config.optuna has an unknown key 'storage'", "did you mean 'storages'?"),
+        ),
+        (
+            {"benchmark_config": {"iteration": 3}},
+            ("benchmark_config has an unknown key 'iteration'", "did you mean 'iterations'?"),
+        ),
+        (
+            {"benchmark_config": {"devcie": "cuda"}},
+            ("benchmark_config has an unknown key 'devcie'", "did you mean 'device'?"),
+        ),
+        (
+            {"hpo_config": {"objective": {"directon": "minimize"}}},
+            ("hpo_config.objective has an unknown key 'directon'", "did you mean 'direction'?"),
+        ),
+        (
+            {"zzz_unrelated": 1},
+            ("config has an unknown key 'zzz_unrelated' (valid keys: environment, root_dir, backbones",),
+        ),
     ],
 )
 def test_unknown_keys_are_errors_that_suggest_the_nearest_key(
@@ -309,21 +362,29 @@ def test_unknown_keys_are_errors_that_suggest_the_nearest_key(
 def test_unknown_key_in_a_file_names_the_file(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path, benchmark_config={"warmups": 2})), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"typo\.yaml: benchmark_config has an unknown key 'warmups'; did you mean 'warmup'\?"):
+    with pytest.raises(
+        ConfigError, match=r"typo\.yaml: benchmark_config has an unknown key 'warmups'; did you mean 'warmup'\?"
+    ):
         load_config(path, env={})
 
 
 def test_data_config_and_hpo_config_stay_free_form(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
     config = config_from_dict(
-        tiny_raw_config(tmp_path, data_config={"tokenizer": "bert-base"}, hpo_config={"team_notes": {"owner": "nlp"}}), env={}
+        tiny_raw_config(tmp_path, data_config={"tokenizer": "bert-base"}, hpo_config={"team_notes": {"owner": "nlp"}}),
+        env={},
     )
     assert config.data_config["tokenizer"] == "bert-base" and config.hpo_config["team_notes"] == {"owner": "nlp"}
 
 
-def test_operational_settings_are_accepted_checked_and_never_hashed(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+def test_operational_settings_are_accepted_checked_and_never_hashed(
+    tmp_path: Path, tiny_raw_config: RawFactory
+) -> None:
     plain = config_from_dict(tiny_raw_config(tmp_path), env={})
     with_settings = config_from_dict(
-        tiny_raw_config(tmp_path, mlflow={"timeout_s": 30, "max_retries": 0}, benchmark_config={"stale_running_after_s": 3600}), env={}
+        tiny_raw_config(
+            tmp_path, mlflow={"timeout_s": 30, "max_retries": 0}, benchmark_config={"stale_running_after_s": 3600}
+        ),
+        env={},
     )
     assert with_settings.benchmark_config["stale_running_after_s"] == 3600
     # Watching benchmarks is not what is measured: every benchmark key stays what it was.
@@ -334,7 +395,10 @@ def test_operational_settings_are_accepted_checked_and_never_hashed(tmp_path: Pa
         ({"mlflow": {"timeout_s": True}}, "config.mlflow.timeout_s must be a positive number"),
         ({"mlflow": {"max_retries": -1}}, "config.mlflow.max_retries must be >= 0"),
         ({"mlflow": {"max_retries": 1.5}}, "config.mlflow.max_retries must be int"),
-        ({"benchmark_config": {"stale_running_after_s": -5}}, "benchmark_config.stale_running_after_s must be a positive number"),
+        (
+            {"benchmark_config": {"stale_running_after_s": -5}},
+            "benchmark_config.stale_running_after_s must be a positive number",
+        ),
     ]:
         _expect_error(tiny_raw_config(tmp_path, **overrides), fragment)
 
@@ -371,14 +435,20 @@ def test_variant_names_are_identity_components(tmp_path: Path, tiny_raw_config: 
 
 
 def test_longest_names_are_accepted(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
-    config = config_from_dict(tiny_raw_config(tmp_path, backbones=["x" * 96], environment="e" * 96, data_config={"version": "v" * 79}), env={})
+    config = config_from_dict(
+        tiny_raw_config(tmp_path, backbones=["x" * 96], environment="e" * 96, data_config={"version": "v" * 79}), env={}
+    )
     assert config.backbones == ("x" * 96,)
 
 
-def test_a_300_character_backbone_in_a_file_fails_at_load_naming_file_and_field(tmp_path: Path, tiny_raw_config: RawFactory) -> None:
+def test_a_300_character_backbone_in_a_file_fails_at_load_naming_file_and_field(
+    tmp_path: Path, tiny_raw_config: RawFactory
+) -> None:
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path, backbones=[LONG])), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"long\.yaml: config\.backbones\[\] is 300 characters long; at most 96 are allowed"):
+    with pytest.raises(
+        ConfigError, match=r"long\.yaml: config\.backbones\[\] is 300 characters long; at most 96 are allowed"
+    ):
         load_config(path, env={})
 
 
@@ -391,11 +461,19 @@ def test_a_shared_deployment_with_a_local_mlflow_store_is_warned_about_at_load(
     tmp_path: Path, tiny_raw_config: RawFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path, None, optuna={"storages": ["postgresql://optuna@db/optuna"]})), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(tiny_raw_config(tmp_path, None, optuna={"storages": ["postgresql://optuna@db/optuna"]})),
+        encoding="utf-8",
+    )
     with caplog.at_level("WARNING", logger="benchmark_pipeline.config"):
         load_config(path, env={})
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and "only this machine can read" in warned[0] and "--serve-artifacts" in warned[0] and str(path) in warned[0]
+    assert (
+        len(warned) == 1
+        and "only this machine can read" in warned[0]
+        and "--serve-artifacts" in warned[0]
+        and str(path) in warned[0]
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="benchmark_pipeline.config"):
         load_config(path, env={"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"})  # a server: nothing to say

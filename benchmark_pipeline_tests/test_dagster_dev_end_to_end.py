@@ -30,12 +30,18 @@ from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
 from benchmark_pipeline_tests.postgres_server import PostgresServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SENSOR_SELECTOR = {"repositoryLocationName": "benchmark_pipeline", "repositoryName": "__repository__", "sensorName": "benchmark_sensor"}
+SENSOR_SELECTOR = {
+    "repositoryLocationName": "benchmark_pipeline",
+    "repositoryName": "__repository__",
+    "sensorName": "benchmark_sensor",
+}
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(), headers={"Content-Type": "application/json"}
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         payload = json.loads(response.read())
@@ -76,7 +82,9 @@ def dagster_home(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: py
 
 
 @pytest.fixture
-def dagster_dev(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, dagster_home: Path) -> Iterator[dict[str, Any]]:
+def dagster_dev(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, dagster_home: Path
+) -> Iterator[dict[str, Any]]:
     config_path, raw = demo_sweeps.private_config_file(tmp_path)
 
     # Select the best trials first (in this process, on the same instance), so the sensor has keys to check.
@@ -102,9 +110,20 @@ def dagster_dev(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, dag
         "BENCHMARK_PIPELINE_SENSOR_INTERVAL_S": "5",
     }
     log = tmp_path / "dagster-dev.log"
-    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "dagster"),
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with open(log, "wb") as handle:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -164,7 +183,10 @@ def test_sensor_launches_missing_benchmarks_once_and_then_nothing(dagster_dev: d
         assert sorted(r.tags["dagster/partition"] for r in sensor_runs()) == ["bilstm", "tiny_transformer"]
         if "tag_concurrency_limits" in (dagster_dev["home"] / "dagster.yaml").read_text():
             # deploy/dagster.yaml's benchmark pool (limit 1): the daemon started the second run after the first ended.
-            records = sorted(instance.get_run_records(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"})), key=lambda r: r.start_time)
+            records = sorted(
+                instance.get_run_records(filters=dg.RunsFilter(tags={SENSOR_TAG: "benchmark_sensor"})),
+                key=lambda r: r.start_time,
+            )
             assert records[0].end_time <= records[1].start_time, [(r.start_time, r.end_time) for r in records]
 
         # Later ticks see every key FINISHED in MLflow and launch nothing.

@@ -96,7 +96,15 @@ def _benchmark(config: Any, trials: dict[str, Any], client: MlflowClient | None)
 
 
 def _filter(config: Any, trials: dict[str, Any], client: MlflowClient | None) -> dict[str, Any]:
-    return filter_missing_benchmarks(trials, config.benchmark_experiment(), config.benchmark_config, config.data_config, config.root_dir, config.environment, client)
+    return filter_missing_benchmarks(
+        trials,
+        config.benchmark_experiment(),
+        config.benchmark_config,
+        config.data_config,
+        config.root_dir,
+        config.environment,
+        client,
+    )
 
 
 def _runs(client: MlflowClient, config: Any, view: int = ViewType.ACTIVE_ONLY) -> list[Any]:
@@ -120,7 +128,12 @@ def _tmpfs(path: Path, size: str, *options: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root and mount(8); not available here")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
 
@@ -132,7 +145,9 @@ def _umount(path: Path) -> None:
 # ------------------------------------------------------------------------------------ availability
 
 
-def test_a_busy_health_check_is_waited_for_not_taken_for_dead(demo_sweeps: DemoSweeps, proxy: FaultProxy, tmp_path: Path, http_bounds: Any) -> None:
+def test_a_busy_health_check_is_waited_for_not_taken_for_dead(
+    demo_sweeps: DemoSweeps, proxy: FaultProxy, tmp_path: Path, http_bounds: Any
+) -> None:
     http_bounds(10, 2)
     config = _config(demo_sweeps, tmp_path, proxy.uri, timeout_s=10)
     client = MlflowClient(proxy.uri)
@@ -177,7 +192,9 @@ def test_a_failing_or_hanging_server_falls_back_within_the_configured_bound(
     print(f"{fault}: fell back to {sorted({i['source'] for i in best.values()})} in {elapsed:.1f}s")
 
 
-def test_a_connection_dropped_after_the_run_was_created_leaves_one_run(demo_sweeps: DemoSweeps, proxy: FaultProxy, tmp_path: Path, http_bounds: Any) -> None:
+def test_a_connection_dropped_after_the_run_was_created_leaves_one_run(
+    demo_sweeps: DemoSweeps, proxy: FaultProxy, tmp_path: Path, http_bounds: Any
+) -> None:
     http_bounds(10, 2)
     config = _config(demo_sweeps, tmp_path, proxy.uri)
     client = MlflowClient(proxy.uri)
@@ -193,12 +210,16 @@ def test_a_connection_dropped_after_the_run_was_created_leaves_one_run(demo_swee
 # ------------------------------------------------------------------------------------- persistence
 
 
-def test_a_cache_file_that_cannot_be_written_loses_nothing_and_stops_nothing(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_a_cache_file_that_cannot_be_written_loses_nothing_and_stops_nothing(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     client = MlflowClient(mlflow_server)
     best = _retrieve(config, client)
     blocked = _key(config, best["bilstm"])
-    cache_path(cache_dir(config.root_dir, config.environment), blocked).mkdir(parents=True)  # a folder where the file goes
+    cache_path(cache_dir(config.root_dir, config.environment), blocked).mkdir(
+        parents=True
+    )  # a folder where the file goes
     results = _benchmark(config, best, client)
     assert results["bilstm"]["status"] == "benchmarked" and results["bilstm"]["mlflow_logged"] is True
     assert results["tiny_transformer"]["status"] == "benchmarked", "the other trial was not benchmarked"
@@ -208,7 +229,9 @@ def test_a_cache_file_that_cannot_be_written_loses_nothing_and_stops_nothing(dem
     assert _filter(config, best, client) == {}
 
 
-def test_a_read_only_cache_folder_keeps_the_result_in_mlflow(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_a_read_only_cache_folder_keeps_the_result_in_mlflow(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     client = MlflowClient(mlflow_server)
     best = _retrieve(config, client)
@@ -219,11 +242,16 @@ def test_a_read_only_cache_folder_keeps_the_result_in_mlflow(demo_sweeps: DemoSw
         results = _benchmark(config, best, client)
     finally:
         _umount(cache)
-    assert {b: (r["status"], r["mlflow_logged"]) for b, r in results.items()} == {"bilstm": ("benchmarked", True), "tiny_transformer": ("benchmarked", True)}
+    assert {b: (r["status"], r["mlflow_logged"]) for b, r in results.items()} == {
+        "bilstm": ("benchmarked", True),
+        "tiny_transformer": ("benchmarked", True),
+    }
     assert sorted(_statuses_by_key(client, config).values()) == [["FINISHED"], ["FINISHED"]]
 
 
-def test_a_full_disk_and_a_failing_mlflow_fail_the_trial_and_close_its_run(demo_sweeps: DemoSweeps, proxy: FaultProxy, tmp_path: Path, http_bounds: Any) -> None:
+def test_a_full_disk_and_a_failing_mlflow_fail_the_trial_and_close_its_run(
+    demo_sweeps: DemoSweeps, proxy: FaultProxy, tmp_path: Path, http_bounds: Any
+) -> None:
     http_bounds(5, 0)
     config = _config(demo_sweeps, tmp_path, proxy.uri)
     client = MlflowClient(proxy.uri)
@@ -236,7 +264,9 @@ def test_a_full_disk_and_a_failing_mlflow_fail_the_trial_and_close_its_run(demo_
                 filler.write(b"x" * 1_000_000)
             except OSError:
                 pass
-        proxy.add("/api/2.0/mlflow-artifacts/", "status", code=503)  # benchmark.json cannot be logged; closing the run works
+        proxy.add(
+            "/api/2.0/mlflow-artifacts/", "status", code=503
+        )  # benchmark.json cannot be logged; closing the run works
         with pytest.raises(BenchmarkFailedError) as raised:
             _benchmark(config, {"bilstm": best["bilstm"]}, client)
     finally:
@@ -267,7 +297,10 @@ def test_concurrent_uploads_of_one_pending_result_log_it_once(mlflow_server: str
         print(upload_pending_benchmarks(client, {experiment_id!r}, Path({str(directory)!r})))
         """
     )
-    processes = [subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     time.sleep(3)  # both have imported mlflow and wait at the barrier
     barrier.touch()
     outputs = [p.communicate(timeout=120)[0] for p in processes]
@@ -294,7 +327,9 @@ def test_four_results_pending_after_an_outage_become_one_finished_run_each(mlflo
 
 
 @pytest.mark.parametrize("damage", ["another key's result", "empty result"])
-def test_a_damaged_cache_entry_is_not_trusted_and_the_trial_is_benchmarked(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, damage: str) -> None:
+def test_a_damaged_cache_entry_is_not_trusted_and_the_trial_is_benchmarked(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path, damage: str
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     client = MlflowClient(mlflow_server)
     best = {"bilstm": _retrieve(config, client)["bilstm"]}
@@ -304,16 +339,24 @@ def test_a_damaged_cache_entry_is_not_trusted_and_the_trial_is_benchmarked(demo_
     path = cache_path(directory, key)
     path.parent.mkdir(parents=True)
     inner = complete_result(other) if damage.startswith("another") else {}
-    path.write_text(json.dumps({"schema_version": 1, "benchmark_key": key, "mlflow": {"run_id": None, "logged": False}, "result": inner}))
+    path.write_text(
+        json.dumps(
+            {"schema_version": 1, "benchmark_key": key, "mlflow": {"run_id": None, "logged": False}, "result": inner}
+        )
+    )
     for _ in range(2):  # two passes: each must leave exactly what one benchmark leaves
         todo = _filter(config, best, client)
         if todo:
             _benchmark(config, todo, client)
-    assert _statuses_by_key(client, config) == {key: ["FINISHED"]}, "nothing may be uploaded into the wrong run, no RUNNING run left"
+    assert _statuses_by_key(client, config) == {key: ["FINISHED"]}, (
+        "nothing may be uploaded into the wrong run, no RUNNING run left"
+    )
     assert read_cache_entry(directory, key)["result"]["benchmark_key"] == key
 
 
-def test_a_logged_entry_whose_run_is_gone_is_uploaded_again(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_a_logged_entry_whose_run_is_gone_is_uploaded_again(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     client = MlflowClient(mlflow_server)
     best = {"bilstm": _retrieve(config, client)["bilstm"]}
@@ -322,10 +365,15 @@ def test_a_logged_entry_whose_run_is_gone_is_uploaded_again(demo_sweeps: DemoSwe
     assert _filter(config, best, client) == {}, "the cache still holds the result"
     runs = _runs(client, config)
     assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].info.run_id != result["mlflow_run_id"]
-    assert read_cache_entry(cache_dir(config.root_dir, config.environment), result["benchmark_key"])["mlflow"]["run_id"] == runs[0].info.run_id
+    assert (
+        read_cache_entry(cache_dir(config.root_dir, config.environment), result["benchmark_key"])["mlflow"]["run_id"]
+        == runs[0].info.run_id
+    )
 
 
-def test_a_finished_run_without_benchmark_json_does_not_count_and_is_benchmarked(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_a_finished_run_without_benchmark_json_does_not_count_and_is_benchmarked(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     client = MlflowClient(mlflow_server)
     best = {"bilstm": _retrieve(config, client)["bilstm"]}
@@ -349,16 +397,16 @@ def test_a_claim_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_
     link = claim_path(directory, key)
     link.parent.mkdir(parents=True)
     link.symlink_to(outside)
-    with pytest.raises(ClaimFileError, match="symbolic link"):
-        with benchmark_claim(directory, key):
-            pass
-    with pytest.raises(ClaimFileError):
-        with try_benchmark_claim(directory, key):
-            pass
+    with pytest.raises(ClaimFileError, match="symbolic link"), benchmark_claim(directory, key):
+        pass
+    with pytest.raises(ClaimFileError), try_benchmark_claim(directory, key):
+        pass
     assert outside.read_text() == "keep me\n"
 
 
-def test_model_and_cache_files_linking_out_of_the_roots_are_refused(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_model_and_cache_files_linking_out_of_the_roots_are_refused(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     info = _retrieve(config, None)["bilstm"]
     hpo_copy = tmp_path / "hpo"
@@ -374,7 +422,16 @@ def test_model_and_cache_files_linking_out_of_the_roots_are_refused(demo_sweeps:
     key = _key(config, info)
     directory = cache_dir(config.root_dir, config.environment)
     planted = tmp_path / "planted.json"
-    planted.write_text(json.dumps({"schema_version": 1, "benchmark_key": key, "mlflow": {"run_id": None, "logged": True}, "result": complete_result(key)}))
+    planted.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "benchmark_key": key,
+                "mlflow": {"run_id": None, "logged": True},
+                "result": complete_result(key),
+            }
+        )
+    )
     cache_path(directory, key).parent.mkdir(parents=True)
     cache_path(directory, key).symlink_to(planted)
     assert read_cache_entry(directory, key) is None, "a cache file linking elsewhere was trusted"
@@ -406,7 +463,9 @@ def _default_sigterm() -> None:
 
 
 def _wait_for_running_run(client: MlflowClient, config: Any, process: subprocess.Popen[Any]) -> None:
-    assert wait_until(lambda: any(r.info.status == "RUNNING" for r in _runs(client, config)) or process.poll() is not None, 180)
+    assert wait_until(
+        lambda: any(r.info.status == "RUNNING" for r in _runs(client, config)) or process.poll() is not None, 180
+    )
     assert process.poll() is None, "the benchmark process ended before it was signalled"
     time.sleep(1.0)  # inside the measurement
 
@@ -419,7 +478,9 @@ def _assert_killed_and_released(client: MlflowClient, config: Any, key: str) -> 
         assert claimed, "the claim was not released"
 
 
-def test_sigterm_of_a_benchmark_process_closes_its_run_killed(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_sigterm_of_a_benchmark_process_closes_its_run_killed(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     slow = {**config.benchmark_config, "min_duration_s": 60.0}  # long enough to be signalled mid-measurement
     best = {"bilstm": _retrieve(config, None)["bilstm"]}
@@ -427,7 +488,11 @@ def test_sigterm_of_a_benchmark_process_closes_its_run_killed(demo_sweeps: DemoS
             "hpo_config": config.hpo_config, "benchmark_config": slow, "experiment": config.benchmark_experiment(),
             "uri": mlflow_server, "hpo_dir": str(config.hpo_output_dir)}  # fmt: skip
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    process = subprocess.Popen([sys.executable, "-c", _BENCHMARK_WORKER, str(tmp_path / "spec.json")], cwd=PROJECT_ROOT, preexec_fn=_default_sigterm)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BENCHMARK_WORKER, str(tmp_path / "spec.json")],
+        cwd=PROJECT_ROOT,
+        preexec_fn=_default_sigterm,
+    )
     client = MlflowClient(mlflow_server)
     try:
         _wait_for_running_run(client, config, process)
@@ -441,12 +506,18 @@ def test_sigterm_of_a_benchmark_process_closes_its_run_killed(demo_sweeps: DemoS
     _assert_killed_and_released(client, config, key_for_trial(best["bilstm"], config.data_config, slow))
 
 
-def test_sigterm_of_dagster_asset_materialize_closes_its_run_killed(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_sigterm_of_dagster_asset_materialize_closes_its_run_killed(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     import dagster as dg
 
     config = _config(demo_sweeps, tmp_path, mlflow_server)
     raw = yaml.safe_load(yaml.safe_dump({**tiny_config_dict(tmp_path, mlflow_server)}))
-    raw["mlflow"] = {"tracking_uri": mlflow_server, "hpo_experiment_prefix": config.mlflow.hpo_experiment_prefix, "benchmark_experiment": config.mlflow.benchmark_experiment}
+    raw["mlflow"] = {
+        "tracking_uri": mlflow_server,
+        "hpo_experiment_prefix": config.mlflow.hpo_experiment_prefix,
+        "benchmark_experiment": config.mlflow.benchmark_experiment,
+    }
     raw["hpo_output_dir"] = str(config.hpo_output_dir)
     raw["data_config"] = config.data_config
     raw["benchmark_config"] = {**config.benchmark_config, "min_duration_s": 60.0, "stale_running_after_s": 1}
@@ -460,13 +531,23 @@ def test_sigterm_of_dagster_asset_materialize_closes_its_run_killed(demo_sweeps:
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "benchmark_pipeline.definitions",
                "--select", "best_trial,benchmark_result", "--partition", "bilstm"]  # fmt: skip
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_sigterm)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_default_sigterm,
+    )
     client = MlflowClient(mlflow_server)
     try:
         _wait_for_running_run(client, config, process)
         # A manual materialization in progress is seen by the sensor, which launched nothing itself; and its
         # MLflow run, RUNNING for over stale_running_after_s (1 s here), is named in the skip reason.
-        sensor_resources = {"settings": PipelineSettings(config_path=str(tmp_path / "pipeline.yaml")), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+        sensor_resources = {
+            "settings": PipelineSettings(config_path=str(tmp_path / "pipeline.yaml")),
+            "mlflow": MlflowResource(tracking_uri=mlflow_server),
+        }
         with dg.DagsterInstance.from_config(str(home)) as instance:
             tick = benchmark_sensor(dg.build_sensor_context(instance=instance, resources=sensor_resources))
         assert isinstance(tick, dg.SkipReason) and "running or requested: bilstm (key" in tick.skip_message, tick
@@ -487,20 +568,32 @@ def test_the_demo_dataset_is_left_alone_by_these_tests(demo_sweeps: DemoSweeps) 
     assert write_dataset(demo_sweeps.config.data_config, demo_sweeps.config.root_dir).directory == data
 
 
-def test_a_benchmark_run_left_running_for_hours_is_reported_in_the_asset_metadata(dagster_setup: dict[str, Any]) -> None:
+def test_a_benchmark_run_left_running_for_hours_is_reported_in_the_asset_metadata(
+    dagster_setup: dict[str, Any],
+) -> None:
     import dagster as dg
 
     from benchmark_pipeline.defs.benchmark_assets import benchmark_result
     from benchmark_pipeline.defs.selection_assets import best_trial
 
     config, resources, instance, client = (dagster_setup[k] for k in ("config", "resources", "instance", "client"))
-    info = dg.materialize([best_trial], partition_key="bilstm", instance=instance, resources=resources).output_for_node("best_trial")
+    info = dg.materialize([best_trial], partition_key="bilstm", instance=instance, resources=resources).output_for_node(
+        "best_trial"
+    )
     key = _key(config, info)
     experiment_id = client.create_experiment(config.mlflow.benchmark_experiment)
     seven_hours_ago = int((time.time() - 7 * 3600) * 1000)
-    orphan = client.create_run(experiment_id, start_time=seven_hours_ago, tags={BENCHMARK_KEY_TAG: key}).info.run_id  # its process died
-    result = dg.materialize([best_trial, benchmark_result], partition_key="bilstm", instance=instance, resources=resources)
-    metadata = next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("benchmark_result"))
+    orphan = client.create_run(
+        experiment_id, start_time=seven_hours_ago, tags={BENCHMARK_KEY_TAG: key}
+    ).info.run_id  # its process died
+    result = dg.materialize(
+        [best_trial, benchmark_result], partition_key="bilstm", instance=instance, resources=resources
+    )
+    metadata = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("benchmark_result")
+    )
     assert metadata["status"].value == "benchmarked", "a stale RUNNING run must not block the benchmark"
     stale = metadata["stale_running_runs"].value
     assert [s["run_id"] for s in stale] == [orphan] and stale[0]["running_for_s"] >= 7 * 3600 - 60

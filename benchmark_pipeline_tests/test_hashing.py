@@ -143,9 +143,9 @@ def test_data_fingerprint_changes_with_version_and_seed() -> None:
 
 
 def test_data_fingerprint_requires_a_safe_version() -> None:
-    with pytest.raises(ValueError, match="data_config.version is required"):
+    with pytest.raises(ValueError, match=r"data_config\.version is required"):
         data_fingerprint({k: v for k, v in DATA_CONFIG.items() if k != "version"})
-    with pytest.raises(ValueError, match="data_config.version"):
+    with pytest.raises(ValueError, match=r"data_config\.version"):
         data_fingerprint({**DATA_CONFIG, "version": "1:2"})
 
 
@@ -156,10 +156,28 @@ def test_require_safe_component_accepts_safe_names(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", ".", "..", "a:b", "a'b", 'a"b', "a/b", "../x", "a b", "a\nb", "name\n", "a\tb", "a\x00b", "a\x7f", "é", None, 3],
+    [
+        "",
+        ".",
+        "..",
+        "a:b",
+        "a'b",
+        'a"b',
+        "a/b",
+        "../x",
+        "a b",
+        "a\nb",
+        "name\n",
+        "a\tb",
+        "a\x00b",
+        "a\x7f",
+        "é",
+        None,
+        3,
+    ],
 )
 def test_require_safe_component_rejects_unsafe_values(value: object) -> None:
-    with pytest.raises(ValueError, match="my.field"):
+    with pytest.raises(ValueError, match=r"my\.field"):
         require_safe_component(value, "my.field")
 
 
@@ -177,14 +195,19 @@ def test_unicode_lookalikes_are_not_safe(value: str) -> None:
 
 def test_components_are_limited_to_the_key_component_length() -> None:
     assert require_safe_component("x" * MAX_COMPONENT_LENGTH, "name")
-    with pytest.raises(ValueError, match=rf"my.field is {MAX_COMPONENT_LENGTH + 1} characters long; at most {MAX_COMPONENT_LENGTH}"):
+    with pytest.raises(
+        ValueError, match=rf"my.field is {MAX_COMPONENT_LENGTH + 1} characters long; at most {MAX_COMPONENT_LENGTH}"
+    ):
         require_safe_component("x" * (MAX_COMPONENT_LENGTH + 1), "my.field")
     # The data version leaves room for "-{hash16}": its fingerprint is a key component too.
     assert len(data_fingerprint({**DATA_CONFIG, "version": "v" * MAX_DATA_VERSION_LENGTH})) == MAX_COMPONENT_LENGTH
-    with pytest.raises(ValueError, match="data_config.version is 80 characters long"):
+    with pytest.raises(ValueError, match=r"data_config\.version is 80 characters long"):
         data_fingerprint({**DATA_CONFIG, "version": "v" * (MAX_DATA_VERSION_LENGTH + 1)})
 
 
-@pytest.mark.parametrize(("name", "variant"), [("bilstm_v2", "v2"), ("bilstm_v10", "v10"), ("bilstm_v\u0663", None), ("bilstm_v2\n", None), ("bilstm", None)])
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [("bilstm_v2", "v2"), ("bilstm_v10", "v10"), ("bilstm_v\u0663", None), ("bilstm_v2\n", None), ("bilstm", None)],
+)
 def test_study_name_variant_pattern_takes_ascii_digits_only(name: str, variant: str | None) -> None:
     assert contract.variant_from_study_name(name) == variant

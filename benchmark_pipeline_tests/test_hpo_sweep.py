@@ -17,13 +17,13 @@ import torch
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.config import PipelineConfig
-from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
 from benchmark_pipeline import contract
+from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.demo.dataset import LABELS, load_split, write_dataset
 from benchmark_pipeline.demo.models import build_model
 from benchmark_pipeline.demo.sweep import SweepSummary, run_sweep
 from benchmark_pipeline.demo.training import macro_f1, predict
+from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
 from benchmark_pipeline_tests.conftest import DemoSweeps
 
 METRIC = "macro-f1"
@@ -51,7 +51,10 @@ def _snapshot(client: MlflowClient, summary: SweepSummary) -> dict[str, Any]:
     study = optuna.load_study(study_name=summary.study_name, storage=summary.storage_url)
     return {
         "runs": sorted(r.info.run_id for r in _runs_of_study(client, summary)),
-        "trials": [(t.number, t.state.name, t.value, t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH)) for t in study.get_trials()],
+        "trials": [
+            (t.number, t.state.name, t.value, t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH))
+            for t in study.get_trials()
+        ],
         "folders": {p.name: (p / contract.METRICS_FILE).read_text(encoding="utf-8") for p in _trial_folders(summary)},
     }
 
@@ -59,7 +62,9 @@ def _snapshot(client: MlflowClient, summary: SweepSummary) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- consistency
 
 
-def test_every_trial_is_recorded_consistently_in_all_three_sources(demo_sweeps: DemoSweeps, mlflow_client: MlflowClient) -> None:
+def test_every_trial_is_recorded_consistently_in_all_three_sources(
+    demo_sweeps: DemoSweeps, mlflow_client: MlflowClient
+) -> None:
     config = demo_sweeps.config
     data_fp = data_fingerprint(config.data_config)
     assert len(demo_sweeps.summaries) == 4
@@ -139,9 +144,14 @@ def test_model_artifacts_are_in_mlflow(demo_sweeps: DemoSweeps, mlflow_client: M
     summary = demo_sweeps.summaries[("tiny_transformer", "v1")]
     run = _runs_of_study(mlflow_client, summary)[0]
     listed = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, contract.MODEL_ARTIFACT_DIR)}
-    assert listed == {f"{contract.MODEL_ARTIFACT_DIR}/{name}" for name in (contract.ONNX_FILE, contract.CHECKPOINT_FILE, contract.TRIAL_META_FILE)}
+    assert listed == {
+        f"{contract.MODEL_ARTIFACT_DIR}/{name}"
+        for name in (contract.ONNX_FILE, contract.CHECKPOINT_FILE, contract.TRIAL_META_FILE)
+    }
     downloaded = Path(
-        mlflow_client.download_artifacts(run.info.run_id, f"{contract.MODEL_ARTIFACT_DIR}/{contract.ONNX_FILE}", str(tmp_path))
+        mlflow_client.download_artifacts(
+            run.info.run_id, f"{contract.MODEL_ARTIFACT_DIR}/{contract.ONNX_FILE}", str(tmp_path)
+        )
     )
     folder = contract.trial_dir(
         demo_sweeps.hpo_dir, "tiny_transformer", summary.study_key_hash, run.data.tags[contract.TAG_TRIAL_KEY_HASH]
@@ -159,7 +169,9 @@ def test_onnx_model_matches_the_pytorch_checkpoint(demo_sweeps: DemoSweeps, back
     for folder in _trial_folders(summary):
         meta = json.loads((folder / contract.TRIAL_META_FILE).read_text(encoding="utf-8"))
         metrics = json.loads((folder / contract.METRICS_FILE).read_text(encoding="utf-8"))
-        model = build_model(backbone, meta["hyperparameters"], int(config.data_config["vocab_size"]), len(LABELS), max_length)
+        model = build_model(
+            backbone, meta["hyperparameters"], int(config.data_config["vocab_size"]), len(LABELS), max_length
+        )
         model.load_state_dict(torch.load(folder / contract.CHECKPOINT_FILE, weights_only=True))
         model.eval()
         # The checkpoint is the model that was evaluated: it reproduces the recorded validation metric.
@@ -233,7 +245,9 @@ def test_same_config_in_a_fresh_root_gives_the_same_trials(twin_sweeps: TwinSwee
     assert twin_sweeps.summary_a.best_value == twin_sweeps.summary_b.best_value
 
 
-def test_rerun_adds_nothing_and_extending_runs_only_the_new_trials(twin_sweeps: TwinSweeps, mlflow_client: MlflowClient) -> None:
+def test_rerun_adds_nothing_and_extending_runs_only_the_new_trials(
+    twin_sweeps: TwinSweeps, mlflow_client: MlflowClient
+) -> None:
     config = twin_sweeps.config_a
     before = _snapshot(mlflow_client, twin_sweeps.summary_a)
     rerun = run_sweep(config, BACKBONE, VARIANT, client=mlflow_client, progress=_quiet)
@@ -257,7 +271,9 @@ def test_rerun_adds_nothing_and_extending_runs_only_the_new_trials(twin_sweeps: 
     assert run_sweep(extended, BACKBONE, VARIANT, client=mlflow_client, progress=_quiet).trials_run_now == 0
 
 
-def test_trials_finished_elsewhere_are_reused_when_the_study_is_lost(twin_sweeps: TwinSweeps, mlflow_client: MlflowClient) -> None:
+def test_trials_finished_elsewhere_are_reused_when_the_study_is_lost(
+    twin_sweeps: TwinSweeps, mlflow_client: MlflowClient
+) -> None:
     """MLflow and the folder hold a finished trial but the study does not (a crash before Optuna recorded it):
     the rerun reuses the trial, it does not retrain or log it again."""
     summary = twin_sweeps.summary_b
@@ -271,9 +287,13 @@ def test_trials_finished_elsewhere_are_reused_when_the_study_is_lost(twin_sweeps
     assert after["folders"] == before["folders"]
     assert _identities(after) == _identities(before)
     study = optuna.load_study(study_name=rerun.study_name, storage=rerun.storage_url)
-    runs_by_key = {r.data.tags[contract.TAG_TRIAL_KEY_HASH]: r.info.run_id for r in _runs_of_study(mlflow_client, rerun)}
+    runs_by_key = {
+        r.data.tags[contract.TAG_TRIAL_KEY_HASH]: r.info.run_id for r in _runs_of_study(mlflow_client, rerun)
+    }
     for trial in study.get_trials():
-        assert trial.user_attrs[contract.ATTR_MLFLOW_RUN_ID] == runs_by_key[trial.user_attrs[contract.ATTR_TRIAL_KEY_HASH]]
+        assert (
+            trial.user_attrs[contract.ATTR_MLFLOW_RUN_ID] == runs_by_key[trial.user_attrs[contract.ATTR_TRIAL_KEY_HASH]]
+        )
 
 
 def test_run_sweep_rejects_unknown_backbone_and_variant(twin_sweeps: TwinSweeps, mlflow_client: MlflowClient) -> None:
@@ -286,7 +306,9 @@ def test_run_sweep_rejects_unknown_backbone_and_variant(twin_sweeps: TwinSweeps,
 # ---------------------------------------------------------------------------------------------- dataset
 
 
-def test_dataset_is_byte_identical_when_regenerated(tmp_path: Path, tiny_raw_config: Callable[..., dict[str, Any]]) -> None:
+def test_dataset_is_byte_identical_when_regenerated(
+    tmp_path: Path, tiny_raw_config: Callable[..., dict[str, Any]]
+) -> None:
     data_config = tiny_raw_config(tmp_path)["data_config"]
     first = write_dataset(data_config, tmp_path / "one")
     second = write_dataset(data_config, tmp_path / "two")
@@ -354,7 +376,11 @@ def test_a_trial_left_running_by_a_crashed_sweep_does_not_stop_the_rerun_short(
     folder = contract.study_dir(config.hpo_output_dir, "bilstm", study_key)
     folder.mkdir(parents=True)
     # What a sweep killed mid-trial leaves in its private study.db: a RUNNING trial nobody will finish.
-    crashed = optuna.create_study(study_name=contract.study_name("bilstm", "v1"), storage=f"sqlite:///{folder / contract.STUDY_DB_FILE}", direction="maximize")
+    crashed = optuna.create_study(
+        study_name=contract.study_name("bilstm", "v1"),
+        storage=f"sqlite:///{folder / contract.STUDY_DB_FILE}",
+        direction="maximize",
+    )
     crashed.ask()
     summary = run_sweep(config, "bilstm", "v1", client=mlflow_client, progress=_quiet)
     assert summary.trials_in_study == 2 and summary.trials_run_now == 2

@@ -32,13 +32,23 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    path, raw = demo_sweeps.private_config_file(tmp_path)
-    resources = {"settings": PipelineSettings(config_path=str(path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+    path, _raw = demo_sweeps.private_config_file(tmp_path)
+    resources = {
+        "settings": PipelineSettings(config_path=str(path)),
+        "mlflow": MlflowResource(tracking_uri=mlflow_server),
+    }
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
         instance.add_dynamic_partitions("variant", ["v1", "v2"])
-        instance.add_dynamic_partitions(PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"])
-        yield {"config": load_config(path, env={}), "resources": resources, "instance": instance, "client": MlflowClient(mlflow_server)}
+        instance.add_dynamic_partitions(
+            PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"]
+        )
+        yield {
+            "config": load_config(path, env={}),
+            "resources": resources,
+            "instance": instance,
+            "client": MlflowClient(mlflow_server),
+        }
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -54,12 +64,17 @@ def _inline_png(markdown: str) -> bytes:
 def test_benchmark_chart_and_leaderboard(setup: dict[str, Any]) -> None:
     config, resources, instance, client = (setup[k] for k in ("config", "resources", "instance", "client"))
     benchmarked = dg.materialize(
-        [best_trial_per_variant, benchmark_result_per_variant], partition_key=multi_key("bilstm", "v2"), instance=instance, resources=resources
+        [best_trial_per_variant, benchmark_result_per_variant],
+        partition_key=multi_key("bilstm", "v2"),
+        instance=instance,
+        resources=resources,
     )
     bench_meta = _metadata(benchmarked, "benchmark_result_per_variant")
     assert _inline_png(bench_meta["latency_chart"].value).startswith(PNG_MAGIC)
     chart_file = Path(bench_meta["latency_chart_path"].value)
-    assert chart_file.is_file() and chart_file.is_relative_to(config.root_dir / "outputs" / "benchmarking" / "test" / "charts")
+    assert chart_file.is_file() and chart_file.is_relative_to(
+        config.root_dir / "outputs" / "benchmarking" / "test" / "charts"
+    )
     key = bench_meta["benchmark_key"].value
 
     # The per-variant materialization logged progress: backend and batch size i/n with elapsed and remaining time.
@@ -71,7 +86,10 @@ def test_benchmark_chart_and_leaderboard(setup: dict[str, Any]) -> None:
     rows = [r.data for r in meta["leaderboard"].value.records]
     # Four picks (2 backbones x 2 variants); the benchmarked one has a row per backend, the others one row each.
     done = [r for r in rows if r["status"] == "benchmarked"]
-    assert sorted((r["backbone"], r["variant"], r["backend"]) for r in done) == [("bilstm", "v2", "onnxruntime"), ("bilstm", "v2", "pytorch")]
+    assert sorted((r["backbone"], r["variant"], r["backend"]) for r in done) == [
+        ("bilstm", "v2", "onnxruntime"),
+        ("bilstm", "v2", "pytorch"),
+    ]
     assert all(r["p50_ms"] > 0 and 0 <= r["test_macro_f1"] <= 1 for r in done)
     assert sorted(meta["not_benchmarked"].value) == ["bilstm|v1", "tiny_transformer|v1", "tiny_transformer|v2"]
     overall_picks = {(r["backbone"], r["variant"]) for r in rows if r["overall_best"]}
@@ -82,8 +100,14 @@ def test_benchmark_chart_and_leaderboard(setup: dict[str, Any]) -> None:
     assert run.info.status == "FINISHED" and run.data.tags[LEADERBOARD_TAG] == "true"
     assert "benchmark_key" not in run.data.tags  # never mistaken for a benchmark by the existence checks
     assert run.info.experiment_id == client.get_experiment_by_name(config.mlflow.benchmark_experiment).experiment_id
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"leaderboard.json", "leaderboard.txt", "accuracy_vs_latency.png"}
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "leaderboard.json", str(config.root_dir))).read_text())
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "leaderboard.json",
+        "leaderboard.txt",
+        "accuracy_vs_latency.png",
+    }
+    logged = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "leaderboard.json", str(config.root_dir))).read_text()
+    )
     assert {r["benchmark_key"] for r in logged if r["status"] == "benchmarked"} == {key}
     table = format_leaderboard_table(logged)
     assert "not benchmarked" in table and "onnxruntime" in table

@@ -26,13 +26,17 @@ def test_committed_notebook_has_no_outputs() -> None:
     nbformat.validate(notebook)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert len(code) >= 5
-    assert all(cell.outputs == [] and cell.execution_count is None for cell in code), "strip the outputs before committing"
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code), (
+        "strip the outputs before committing"
+    )
 
 
 def _execute(workdir: Path) -> tuple[str, list[str]]:
     """Run the notebook in ``workdir``; returns (all text output, MIME types of rich outputs)."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(workdir)}}).execute()
+    nbclient.NotebookClient(
+        notebook, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     texts, mimes = [], []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -50,7 +54,13 @@ def test_notebook_retrieves_filters_then_benchmarks_only_what_is_missing(
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(
-        json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": KERNEL, "language": "python"}),
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": KERNEL,
+                "language": "python",
+            }
+        ),
         encoding="utf-8",
     )
     config_path, raw = demo_sweeps.private_config_file(tmp_path)
@@ -79,5 +89,3 @@ def test_notebook_retrieves_filters_then_benchmarks_only_what_is_missing(
     assert "benchmarked now: 0" in second and "(1/4)" not in second
     assert mimes.count("image/png") == 2  # the charts come from the stored results
     assert len(client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)) == 2
-
-

@@ -47,14 +47,19 @@ class Machine:
         return dg.DagsterInstance.from_config(str(self.home))
 
     def resources(self, mlflow_server: str, io_base_path: str | None) -> dict[str, Any]:
-        resources: dict[str, Any] = {"settings": PipelineSettings(config_path=str(self.config_path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+        resources: dict[str, Any] = {
+            "settings": PipelineSettings(config_path=str(self.config_path)),
+            "mlflow": MlflowResource(tracking_uri=mlflow_server),
+        }
         if io_base_path is not None:
             resources["io_manager"] = JsonIOManager(base_path=io_base_path)
         return resources
 
 
 @pytest.fixture
-def two_machines(postgres_server: PostgresServer, demo_sweeps: DemoSweeps, tmp_path: Path) -> Iterator[tuple[Machine, Machine]]:
+def two_machines(
+    postgres_server: PostgresServer, demo_sweeps: DemoSweeps, tmp_path: Path
+) -> Iterator[tuple[Machine, Machine]]:
     database = postgres_server.create_database("dagster")
     url = postgres_server.url(database, driver="postgresql+psycopg2")
     _, raw = demo_sweeps.private_config_file(tmp_path / "source")
@@ -66,14 +71,18 @@ def two_machines(postgres_server: PostgresServer, demo_sweeps: DemoSweeps, tmp_p
     yield a, b
 
 
-def test_a_selection_made_on_one_machine_is_benchmarked_on_another(two_machines: tuple[Machine, Machine], mlflow_server: str, tmp_path: Path) -> None:
+def test_a_selection_made_on_one_machine_is_benchmarked_on_another(
+    two_machines: tuple[Machine, Machine], mlflow_server: str, tmp_path: Path
+) -> None:
     a, b = two_machines
     shared_io = str(tmp_path / "bucket" / f"io-{unique_suffix()}")  # a shared bucket or mount
     with a.instance() as instance_a, b.instance() as instance_b:
         instance_a.add_dynamic_partitions("backbone", ["bilstm"])
         # One run storage for both: B sees the partition A registered.
         assert instance_b.get_dynamic_partitions("backbone") == ["bilstm"]
-        selected = dg.materialize([best_trial], partition_key="bilstm", instance=instance_a, resources=a.resources(mlflow_server, shared_io))
+        selected = dg.materialize(
+            [best_trial], partition_key="bilstm", instance=instance_a, resources=a.resources(mlflow_server, shared_io)
+        )
         trial_info = selected.output_for_node("best_trial")
         assert Path(shared_io, "best_trial", "bilstm.json").is_file()
         # Machine A's disk is not B's: its trial folders are gone from B's point of view.
@@ -86,7 +95,9 @@ def test_a_selection_made_on_one_machine_is_benchmarked_on_another(two_machines:
         )  # fmt: skip
         assert not lost.success
         (failure,) = [e for e in lost.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        assert "best_trial" in str(failure.step_failure_data.error) and "FileNotFoundError" in str(failure.step_failure_data.error)
+        assert "best_trial" in str(failure.step_failure_data.error) and "FileNotFoundError" in str(
+            failure.step_failure_data.error
+        )
 
         handed_over = dg.materialize(
             [best_trial, benchmark_result], selection=[benchmark_result], partition_key="bilstm", instance=instance_b,
@@ -107,7 +118,9 @@ def test_a_selection_made_on_one_machine_is_benchmarked_on_another(two_machines:
     assert [r.info.status for r in runs] == ["FINISHED"]
 
 
-def test_a_lost_result_is_requested_again_under_a_new_run_key_up_to_the_bound(two_machines: tuple[Machine, Machine], mlflow_server: str, tmp_path: Path) -> None:
+def test_a_lost_result_is_requested_again_under_a_new_run_key_up_to_the_bound(
+    two_machines: tuple[Machine, Machine], mlflow_server: str, tmp_path: Path
+) -> None:
     a, _ = two_machines
     resources = a.resources(mlflow_server, str(tmp_path / "bucket" / f"io-{unique_suffix()}"))
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -142,11 +155,18 @@ def test_a_lost_result_is_requested_again_under_a_new_run_key_up_to_the_bound(tw
         assert f"bilstm (key {key[:12]}" in final.skip_message
 
 
-def test_the_shipped_dagster_yaml_runs_on_postgres_with_the_benchmark_limits(postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shipped_dagster_yaml_runs_on_postgres_with_the_benchmark_limits(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-    from benchmark_pipeline.defs.jobs import BENCHMARK_POOL, BENCHMARK_POOL_TAG, benchmark_job, benchmark_per_variant_job
+    from benchmark_pipeline.defs.jobs import (
+        BENCHMARK_POOL,
+        BENCHMARK_POOL_TAG,
+        benchmark_job,
+        benchmark_per_variant_job,
+    )
     from benchmark_pipeline.defs.sensors import RUN_KEY_TAG
 
     home = tmp_path / "dagster_home"
@@ -165,6 +185,7 @@ def test_the_shipped_dagster_yaml_runs_on_postgres_with_the_benchmark_limits(pos
         limits = {limit["key"]: limit for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
         assert limits[RUN_KEY_TAG]["value"] == {"applyLimitPerUniqueValue": True} and limits[RUN_KEY_TAG]["limit"] == 1
         assert limits[BENCHMARK_POOL_TAG]["value"] == BENCHMARK_POOL
+
         # The storage works: an asset materialized through it is read back.
         @dg.asset
         def probe() -> int:
@@ -173,4 +194,6 @@ def test_the_shipped_dagster_yaml_runs_on_postgres_with_the_benchmark_limits(pos
         assert dg.materialize([probe], instance=instance).success
         assert instance.get_latest_materialization_event(dg.AssetKey("probe")) is not None
     # Every benchmark run carries the pool tag the limit counts.
-    assert benchmark_job.tags[BENCHMARK_POOL_TAG] == BENCHMARK_POOL == benchmark_per_variant_job.tags[BENCHMARK_POOL_TAG]
+    assert (
+        benchmark_job.tags[BENCHMARK_POOL_TAG] == BENCHMARK_POOL == benchmark_per_variant_job.tags[BENCHMARK_POOL_TAG]
+    )

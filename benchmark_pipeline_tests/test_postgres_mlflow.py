@@ -21,7 +21,13 @@ from benchmark_pipeline.benchmarking.mlflow_logging import start_benchmark_run
 from benchmark_pipeline.demo.dataset import write_dataset
 from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, unique_suffix
 from benchmark_pipeline_tests.postgres_server import PostgresServer
-from benchmark_pipeline_tests.test_reliability import PROJECT_ROOT, _WORKER, _best_from_disk, _worker_spec, start_together_and_collect
+from benchmark_pipeline_tests.test_reliability import (
+    _WORKER,
+    PROJECT_ROOT,
+    _best_from_disk,
+    _worker_spec,
+    start_together_and_collect,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +57,16 @@ def test_two_machines_benchmarking_one_key_at_once_make_exactly_one_benchmark(
         root = tmp_path / machine  # its own cache folder, hence its own flock: only the MLflow lease is shared
         root.mkdir()
         spec = root / "spec.json"
-        spec.write_text(json.dumps(_worker_spec(demo_sweeps, best, root, experiment, postgres_mlflow_server, barrier_dir=str(barrier))))
-        processes.append(subprocess.Popen([sys.executable, str(script), str(spec)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True))
+        spec.write_text(
+            json.dumps(
+                _worker_spec(demo_sweeps, best, root, experiment, postgres_mlflow_server, barrier_dir=str(barrier))
+            )
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(spec)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True
+            )
+        )
     assert sorted(start_together_and_collect(processes, barrier)) == ["benchmarked", "existing"]
     found = client.get_experiment_by_name(experiment["name"])
     runs = client.search_runs([found.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)
@@ -62,7 +76,9 @@ def test_two_machines_benchmarking_one_key_at_once_make_exactly_one_benchmark(
     assert (tmp_path / "machine-a" / "outputs").exists() and (tmp_path / "machine-b" / "outputs").exists()
 
 
-def test_a_stale_lease_of_a_dead_machine_does_not_block_the_benchmark(demo_sweeps: DemoSweeps, postgres_mlflow_server: str, tmp_path: Path) -> None:
+def test_a_stale_lease_of_a_dead_machine_does_not_block_the_benchmark(
+    demo_sweeps: DemoSweeps, postgres_mlflow_server: str, tmp_path: Path
+) -> None:
     config = demo_sweeps.config
     best = _best_from_disk(demo_sweeps, "bilstm")
     key = key_for_trial(best["bilstm"], config.data_config, config.benchmark_config)

@@ -31,7 +31,9 @@ def _fill_team_database(url: str) -> dict[str, float]:
     try:
         for index, backbone in enumerate(BACKBONES):
             for variant in ("v1", "v2"):
-                study = optuna.create_study(study_name=contract.study_name(backbone, variant), storage=storage, direction="maximize")
+                study = optuna.create_study(
+                    study_name=contract.study_name(backbone, variant), storage=storage, direction="maximize"
+                )
                 study.set_user_attr(contract.STUDY_ATTR_BACKBONE, backbone)
                 study.set_user_attr(contract.STUDY_ATTR_VARIANT, variant)
                 for number in range(3):
@@ -53,7 +55,9 @@ def _fill_team_database(url: str) -> dict[str, float]:
     return best
 
 
-def test_a_retrieval_over_204_studies_opens_at_most_one_bounded_pool_per_url(postgres_server: PostgresServer, tmp_path: Path, mlflow_client) -> None:
+def test_a_retrieval_over_204_studies_opens_at_most_one_bounded_pool_per_url(
+    postgres_server: PostgresServer, tmp_path: Path, mlflow_client
+) -> None:
     database = postgres_server.create_database("optuna_team")
     url = postgres_server.url(database)  # a plain postgresql:// URL, as users write it (psycopg 3)
     best = _fill_team_database(url)

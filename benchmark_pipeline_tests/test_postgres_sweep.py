@@ -55,14 +55,25 @@ def test_two_workers_on_one_postgres_study_reach_exactly_n_trials(
     for machine in ("machine-a", "machine-b"):
         env = {**os.environ, "BENCHMARK_PIPELINE_ROOT": str(tmp_path / machine), "PYTHONPATH": os.getcwd()}
         workers.append(
-            subprocess.Popen([sys.executable, "-c", WORKER, str(config_path), str(start)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(config_path), str(start)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
     time.sleep(0.5)
     start.touch()
     outputs = [worker.communicate(timeout=300) for worker in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, f"worker failed:\n{out}\n{err[-4000:]}"
-    summaries = [json.loads(line.split(" ", 1)[1]) for out, _ in outputs for line in out.splitlines() if line.startswith("SUMMARY ")]
+    summaries = [
+        json.loads(line.split(" ", 1)[1])
+        for out, _ in outputs
+        for line in out.splitlines()
+        if line.startswith("SUMMARY ")
+    ]
     assert len(summaries) == 2
 
     storage = open_rdb_storage(url)
@@ -94,7 +105,11 @@ def test_two_workers_on_one_postgres_study_reach_exactly_n_trials(
 
 
 def test_a_trial_left_running_by_a_dead_worker_is_failed_by_heartbeat_and_replaced(
-    postgres_server: PostgresServer, mlflow_server: str, tmp_path: Path, tiny_raw_config: Callable[..., dict[str, Any]], monkeypatch
+    postgres_server: PostgresServer,
+    mlflow_server: str,
+    tmp_path: Path,
+    tiny_raw_config: Callable[..., dict[str, Any]],
+    monkeypatch,
 ) -> None:
     database = postgres_server.create_database("sweep_heartbeat")
     url = postgres_server.url(database)
@@ -106,13 +121,21 @@ def test_a_trial_left_running_by_a_dead_worker_is_failed_by_heartbeat_and_replac
     start.touch()
     heartbeat_s = 1  # the deployment setting, short so the test need not wait two minutes
     env = {**os.environ, SWEEP_HEARTBEAT_ENV: str(heartbeat_s), "PYTHONPATH": os.getcwd()}
-    doomed = subprocess.Popen([sys.executable, "-c", WORKER, str(config_path), str(start)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(config_path), str(start)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     storage = open_rdb_storage(url)
     try:
         deadline = time.monotonic() + 120
         running: list[optuna.trial.FrozenTrial] = []
         while not running:
-            assert doomed.poll() is None, f"the worker ended before it was killed: {doomed.stderr.read()[-3000:] if doomed.stderr else ''}"
+            assert doomed.poll() is None, (
+                f"the worker ended before it was killed: {doomed.stderr.read()[-3000:] if doomed.stderr else ''}"
+            )
             assert time.monotonic() < deadline, "the worker never started a trial"
             names = [s.study_name for s in storage.get_all_studies()]
             if names:
@@ -125,11 +148,16 @@ def test_a_trial_left_running_by_a_dead_worker_is_failed_by_heartbeat_and_replac
 
         monkeypatch.setenv(SWEEP_HEARTBEAT_ENV, str(heartbeat_s))
         summary = run_sweep(load_config(config_path, env={}), "bilstm", "v1", progress=lambda message: None)
-        trials = {t.number: t for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)}
+        trials = {
+            t.number: t
+            for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+        }
     finally:
         close_storage(storage)
     # The dead worker's trial was failed by the live worker (stale heartbeat), and replaced: exactly 3 finished.
     assert trials[running[0].number].state == optuna.trial.TrialState.FAIL
-    finished = [t for t in trials.values() if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t for t in trials.values() if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) == 3 and summary.trials_in_study == 3
     assert not [t for t in trials.values() if t.state == optuna.trial.TrialState.RUNNING]

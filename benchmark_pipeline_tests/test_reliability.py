@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline import benchmark_best_trials, build_benchmark_key, filter_missing_benchmarks, retrieve_best_trials
+from benchmark_pipeline import (
+    benchmark_best_trials,
+    build_benchmark_key,
+    filter_missing_benchmarks,
+    retrieve_best_trials,
+)
 from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.config import config_from_dict
@@ -36,7 +41,14 @@ def _best_from_disk(demo: DemoSweeps, backbone: str = "bilstm") -> dict[str, Any
     """The demo's best trial, retrieved without MLflow (so any MLflow server can serve as benchmark store)."""
     config = demo.config
     return retrieve_best_trials(
-        [backbone], {}, None, {"hpo_output_dir": str(demo.hpo_dir)}, config.hpo_config, config.data_config, config.root_dir, config.environment
+        [backbone],
+        {},
+        None,
+        {"hpo_output_dir": str(demo.hpo_dir)},
+        config.hpo_config,
+        config.data_config,
+        config.root_dir,
+        config.environment,
     )
 
 
@@ -46,7 +58,10 @@ def _benchmark_runs(client: MlflowClient, experiment: str) -> list[Any]:
 
 
 def test_mlflow_killed_during_retrieval_falls_back_within_seconds(
-    private_mlflow_server: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    private_mlflow_server: MlflowServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     raw = tiny_config_dict(tmp_path, private_mlflow_server.uri, suffix=unique_suffix())
@@ -55,7 +70,16 @@ def test_mlflow_killed_during_retrieval_falls_back_within_seconds(
     config = config_from_dict(raw, env={})
     client = MlflowClient(private_mlflow_server.uri)
     run_sweep(config, "bilstm", "v1", client=client, progress=lambda _m: None)
-    args = (["bilstm"], config.hpo_experiments(), None, config.selection_config(), config.hpo_config, config.data_config, config.root_dir, config.environment)
+    args = (
+        ["bilstm"],
+        config.hpo_experiments(),
+        None,
+        config.selection_config(),
+        config.hpo_config,
+        config.data_config,
+        config.root_dir,
+        config.environment,
+    )
     before = retrieve_best_trials(*args, mlflow_client=client)["bilstm"]
     assert before["source"] == "mlflow"
 
@@ -66,7 +90,9 @@ def test_mlflow_killed_during_retrieval_falls_back_within_seconds(
     assert time.monotonic() - started < 10
     assert after["source"] == "study"
     assert after["candidates"]["mlflow"]["available"] is False
-    assert {k: after[k] for k in ("trial_id", "run_id", "variant", "metric")} == {k: before[k] for k in ("trial_id", "run_id", "variant", "metric")}
+    assert {k: after[k] for k in ("trial_id", "run_id", "variant", "metric")} == {
+        k: before[k] for k in ("trial_id", "run_id", "variant", "metric")
+    }
     assert any("MLflow is unavailable" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
@@ -87,7 +113,9 @@ def test_mlflow_killed_before_logging_keeps_the_result_and_the_next_pass_uploads
 
     test_data = write_dataset(config.data_config, config.root_dir).test
     args = (test_data, tmp_path, config.environment, config.data_config, config.hpo_config, config.benchmark_config)
-    result = benchmark_best_trials(best, *args, experiment, client, demo_sweeps.hpo_dir, kill_server_at_the_last_step)["bilstm"]
+    result = benchmark_best_trials(best, *args, experiment, client, demo_sweeps.hpo_dir, kill_server_at_the_last_step)[
+        "bilstm"
+    ]
     key = key_for_trial(best["bilstm"], config.data_config, config.benchmark_config)
     assert result["status"] == "benchmarked" and result["mlflow_logged"] is False
     cached = read_cache_entry(cache_dir(tmp_path, config.environment), key)
@@ -97,15 +125,22 @@ def test_mlflow_killed_before_logging_keeps_the_result_and_the_next_pass_uploads
     private_mlflow_server.start()  # same port, same store
     stale = _benchmark_runs(client, experiment["name"])
     assert [r.info.status for r in stale] == ["RUNNING"]
-    remaining = filter_missing_benchmarks(best, experiment, config.benchmark_config, config.data_config, tmp_path, config.environment, client)
+    remaining = filter_missing_benchmarks(
+        best, experiment, config.benchmark_config, config.data_config, tmp_path, config.environment, client
+    )
     assert remaining == {}
     runs = {r.info.status: r for r in _benchmark_runs(client, experiment["name"])}
     assert set(runs) == {"FINISHED"}  # the run created before the outage is completed, not duplicated
     assert runs["FINISHED"].info.run_id == result["mlflow_run_id"]
     assert runs["FINISHED"].data.tags["benchmark_key"] == key
-    uploaded = json.loads(Path(client.download_artifacts(runs["FINISHED"].info.run_id, "benchmark.json", str(tmp_path))).read_text())
+    uploaded = json.loads(
+        Path(client.download_artifacts(runs["FINISHED"].info.run_id, "benchmark.json", str(tmp_path))).read_text()
+    )
     assert uploaded["measurements"] == result["measurements"] and uploaded["started_at"] == result["started_at"]
-    assert read_cache_entry(cache_dir(tmp_path, config.environment), key)["mlflow"] == {"run_id": runs["FINISHED"].info.run_id, "logged": True}
+    assert read_cache_entry(cache_dir(tmp_path, config.environment), key)["mlflow"] == {
+        "run_id": runs["FINISHED"].info.run_id,
+        "logged": True,
+    }
 
     # And the next benchmark pass runs nothing.
     again = benchmark_best_trials(best, *args, experiment, client, demo_sweeps.hpo_dir)["bilstm"]
@@ -137,7 +172,9 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _worker_spec(demo: DemoSweeps, best: dict[str, Any], root: Path, experiment: dict[str, str], uri: str, **extra: Any) -> dict[str, Any]:
+def _worker_spec(
+    demo: DemoSweeps, best: dict[str, Any], root: Path, experiment: dict[str, str], uri: str, **extra: Any
+) -> dict[str, Any]:
     config = demo.config
     return {
         "best": best, "test_data": str(write_dataset(config.data_config, config.root_dir).test), "root": str(root), "environment": config.environment,
@@ -151,7 +188,9 @@ def start_together_and_collect(processes: list[subprocess.Popen[str]], barrier: 
     status each printed (after checking it exited 0)."""
     deadline = time.monotonic() + 180
     while len(list(barrier.glob("ready-*"))) < len(processes):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "a worker died before the start signal"
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), (
+            "a worker died before the start signal"
+        )
         time.sleep(0.1)
     (barrier / "go").touch()
     statuses = []
@@ -162,19 +201,25 @@ def start_together_and_collect(processes: list[subprocess.Popen[str]], barrier: 
     return statuses
 
 
-def test_sigkill_mid_benchmark_leaves_nothing_that_blocks_a_rerun(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_sigkill_mid_benchmark_leaves_nothing_that_blocks_a_rerun(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     config = demo_sweeps.config
     best = _best_from_disk(demo_sweeps)
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     ready = tmp_path / "ready"
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(_worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, ready_file=str(ready))))
+    spec_path.write_text(
+        json.dumps(_worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, ready_file=str(ready)))
+    )
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     process = subprocess.Popen([sys.executable, str(script), str(spec_path)], cwd=PROJECT_ROOT)
     deadline = time.monotonic() + 120
     while not ready.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the benchmark process died or never started measuring"
+        assert process.poll() is None and time.monotonic() < deadline, (
+            "the benchmark process died or never started measuring"
+        )
         time.sleep(0.1)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -185,15 +230,30 @@ def test_sigkill_mid_benchmark_leaves_nothing_that_blocks_a_rerun(demo_sweeps: D
     assert read_cache_entry(cache_dir(tmp_path, config.environment), key) is None
     assert not list(cache_dir(tmp_path, config.environment).glob("*.json"))
     # The stale RUNNING run does not block: the next pass finds the trial missing and benchmarks it.
-    remaining = filter_missing_benchmarks(best, experiment, config.benchmark_config, config.data_config, tmp_path, config.environment, client)
+    remaining = filter_missing_benchmarks(
+        best, experiment, config.benchmark_config, config.data_config, tmp_path, config.environment, client
+    )
     assert list(remaining) == ["bilstm"]
     test_data = write_dataset(config.data_config, config.root_dir).test
-    result = benchmark_best_trials(remaining, test_data, tmp_path, config.environment, config.data_config, config.hpo_config, config.benchmark_config, experiment, client, demo_sweeps.hpo_dir)
+    result = benchmark_best_trials(
+        remaining,
+        test_data,
+        tmp_path,
+        config.environment,
+        config.data_config,
+        config.hpo_config,
+        config.benchmark_config,
+        experiment,
+        client,
+        demo_sweeps.hpo_dir,
+    )
     assert result["bilstm"]["status"] == "benchmarked"
     assert sorted(r.info.status for r in _benchmark_runs(client, experiment["name"])) == ["FINISHED", "RUNNING"]
 
 
-def test_eight_concurrent_benchmarks_of_one_key_run_it_once(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> None:
+def test_eight_concurrent_benchmarks_of_one_key_run_it_once(
+    demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
+) -> None:
     best = _best_from_disk(demo_sweeps, "tiny_transformer")
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     client = MlflowClient(mlflow_server)
@@ -202,10 +262,17 @@ def test_eight_concurrent_benchmarks_of_one_key_run_it_once(demo_sweeps: DemoSwe
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     # Every process imports its libraries first; when all eight are ready they start at the same moment.
-    spec_path.write_text(json.dumps(_worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, barrier_dir=str(barrier))))
+    spec_path.write_text(
+        json.dumps(_worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, barrier_dir=str(barrier)))
+    )
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    processes = [subprocess.Popen([sys.executable, str(script), str(spec_path)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(spec_path)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
     assert sorted(start_together_and_collect(processes, barrier)) == ["benchmarked"] + ["existing"] * 7
     runs = _benchmark_runs(client, experiment["name"])
     assert [r.info.status for r in runs] == ["FINISHED"]
@@ -229,12 +296,18 @@ _candidates = st.lists(
 
 
 @settings(max_examples=200, deadline=None)
-@given(candidates=_candidates, seed=st.randoms(use_true_random=False), direction=st.sampled_from(["maximize", "minimize"]))
-def test_selection_is_invariant_under_permutation_of_the_runs(candidates: list[TrialCandidate], seed: Any, direction: str) -> None:
+@given(
+    candidates=_candidates, seed=st.randoms(use_true_random=False), direction=st.sampled_from(["maximize", "minimize"])
+)
+def test_selection_is_invariant_under_permutation_of_the_runs(
+    candidates: list[TrialCandidate], seed: Any, direction: str
+) -> None:
     shuffled = list(candidates)
     seed.shuffle(shuffled)
     for variant in (None, "v1", "v2"):
-        assert SourceScan("mlflow", "bb", True, eligible=candidates).best(direction, variant) == SourceScan("mlflow", "bb", True, eligible=shuffled).best(direction, variant)
+        assert SourceScan("mlflow", "bb", True, eligible=candidates).best(direction, variant) == SourceScan(
+            "mlflow", "bb", True, eligible=shuffled
+        ).best(direction, variant)
 
 
 def test_unsafe_names_cannot_reach_filters_paths_or_partitions(tmp_path: Path) -> None:

@@ -37,9 +37,9 @@ from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.hashing import data_fingerprint
-from benchmark_pipeline import contract
 from benchmark_pipeline.selection import (
     SELECTION_SCOPES,
     NoTrialsFoundError,
@@ -218,7 +218,12 @@ def write_studies(hpo_dir: Path, trials: Iterable[Trial], run_ids: dict[str, str
             backbone,
             variant,
             [
-                {"value": t.metric, "trial_key": t.trial_key, "run_id": (run_ids or {}).get(t.trial_key), "params": t.hyperparameters}
+                {
+                    "value": t.metric,
+                    "trial_key": t.trial_key,
+                    "run_id": (run_ids or {}).get(t.trial_key),
+                    "params": t.hyperparameters,
+                }
                 for t in members
             ],
         )
@@ -255,7 +260,9 @@ def write_folder(
     for name in drop_meta:
         payload.pop(name)
     if write_meta:
-        (folder / contract.TRIAL_META_FILE).write_text(meta_text if meta_text is not None else json.dumps(payload), encoding="utf-8")
+        (folder / contract.TRIAL_META_FILE).write_text(
+            meta_text if meta_text is not None else json.dumps(payload), encoding="utf-8"
+        )
     if write_metrics:
         text = metrics_text if metrics_text is not None else json.dumps({METRIC: trial.metric, "train_loss": 1.0})
         (folder / contract.METRICS_FILE).write_text(text, encoding="utf-8")
@@ -341,7 +348,9 @@ def test_best_candidate_does_not_depend_on_listing_order() -> None:
 # ============================================================================= real sweeps (read only)
 
 
-def _retrieve_demo(demo: DemoSweeps, client: MlflowClient | None, scope: str = "overall", hpo_dir: Path | None = None, **selection: Any) -> dict[str, Any]:
+def _retrieve_demo(
+    demo: DemoSweeps, client: MlflowClient | None, scope: str = "overall", hpo_dir: Path | None = None, **selection: Any
+) -> dict[str, Any]:
     config = demo.config
     return retrieve_best_trials(
         backbone_values=list(config.backbones),
@@ -372,7 +381,9 @@ def _copy_hpo_dir(demo: DemoSweeps, destination: Path) -> Path:
     return destination
 
 
-def test_real_sweeps_overall_mlflow_answers_and_all_sources_agree(demo_sweeps: DemoSweeps, mlflow_client: MlflowClient) -> None:
+def test_real_sweeps_overall_mlflow_answers_and_all_sources_agree(
+    demo_sweeps: DemoSweeps, mlflow_client: MlflowClient
+) -> None:
     result = _retrieve_demo(demo_sweeps, mlflow_client)
     assert list(result) == ["tiny_transformer", "bilstm"]
     for backbone, info in result.items():
@@ -387,7 +398,12 @@ def test_real_sweeps_overall_mlflow_answers_and_all_sources_agree(demo_sweeps: D
             assert summary["available"] is True
             assert summary["eligible"] == 6
             assert summary["ineligible"] == {}
-        assert (info["backbone"], info["selection_scope"], info["direction"], info["metric_name"]) == (backbone, "overall", "maximize", METRIC)
+        assert (info["backbone"], info["selection_scope"], info["direction"], info["metric_name"]) == (
+            backbone,
+            "overall",
+            "maximize",
+            METRIC,
+        )
         # Cross references: the run, the folder, the ONNX model.
         run = mlflow_client.get_run(info["run_id"])
         assert run.data.tags[contract.TAG_TRIAL_KEY_HASH] == key
@@ -424,7 +440,16 @@ def test_each_source_alone_retrieves_the_same_trial(
 ) -> None:
     def essentials(result: dict[str, Any]) -> list[tuple[Any, ...]]:
         return [
-            (i["backbone"], i["variant"], i["trial_id"], i["run_id"], i["metric"], i["trial_number"], i["hyperparameters"], i["study_key_hash"])
+            (
+                i["backbone"],
+                i["variant"],
+                i["trial_id"],
+                i["run_id"],
+                i["metric"],
+                i["trial_number"],
+                i["hyperparameters"],
+                i["study_key_hash"],
+            )
             for i in iter_trial_infos(result)
         ]
 
@@ -535,7 +560,11 @@ def test_disagreement_between_sources_is_a_warning_and_mlflow_wins(
     assert result["tiny_transformer"]["sources_agree"] is True
     disagreement = [m for m in warnings_from(caplog) if "disagree" in m]
     assert len(disagreement) == 1
-    assert "bilstm" in disagreement[0] and best_key[:12] in disagreement[0] and meta["trial_key_hash"][:12] in disagreement[0]
+    assert (
+        "bilstm" in disagreement[0]
+        and best_key[:12] in disagreement[0]
+        and meta["trial_key_hash"][:12] in disagreement[0]
+    )
     assert "Using mlflow" in disagreement[0]
     table = format_selection_table(result)
     assert f"DISAGREE: disk={meta['trial_key_hash'][:8]}" in table
@@ -550,7 +579,9 @@ def test_disagreement_between_sources_is_a_warning_and_mlflow_wins(
     assert any("bilstm/v2" in m for m in warnings_from(caplog))
 
 
-def test_deprecated_finder_warns_and_matches_retrieve_best_trials(demo_sweeps: DemoSweeps, mlflow_client: MlflowClient) -> None:
+def test_deprecated_finder_warns_and_matches_retrieve_best_trials(
+    demo_sweeps: DemoSweeps, mlflow_client: MlflowClient
+) -> None:
     config = demo_sweeps.config
     with pytest.warns(DeprecationWarning, match="retrieve_best_trials"):
         old = find_best_trials_for_backbones(
@@ -566,11 +597,15 @@ def test_deprecated_finder_warns_and_matches_retrieve_best_trials(demo_sweeps: D
 
     # Given studies are read as the study source, and the pick does not change.
     studies = {
-        b: optuna.load_study(study_name=s.study_name, storage=s.storage_url) for (b, v), s in demo_sweeps.summaries.items() if v == "v1"
+        b: optuna.load_study(study_name=s.study_name, storage=s.storage_url)
+        for (b, v), s in demo_sweeps.summaries.items()
+        if v == "v1"
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        with_studies = find_best_trials_for_backbones(list(config.backbones), studies, config.hpo_config, config.data_config, config.root_dir, config.environment)
+        with_studies = find_best_trials_for_backbones(
+            list(config.backbones), studies, config.hpo_config, config.data_config, config.root_dir, config.environment
+        )
     assert [i["source"] for i in with_studies.values()] == ["study", "study"]
     assert [i["trial_id"] for i in with_studies.values()] == [i["trial_id"] for i in new.values()]
 
@@ -610,12 +645,14 @@ def _build_tie_sources(
     """All three sources for ``tie_trials``, written in a shuffled order; v2#1 is logged twice in MLflow
     (a rerun of the same trial: the smaller run id must win)."""
     trials = tie_trials(backbone)
-    shuffled = trials + [trials[5]]
+    shuffled = [*trials, trials[5]]
     random.Random(order_seed).shuffle(shuffled)
     name, experiment_id = new_experiment(client, "ties")
     run_ids: dict[str, list[str]] = {}
     for index, trial in enumerate(shuffled):
-        run_ids.setdefault(trial.trial_key, []).append(log_run(client, experiment_id, trial, start_time=1_700_000_000_000 + index))
+        run_ids.setdefault(trial.trial_key, []).append(
+            log_run(client, experiment_id, trial, start_time=1_700_000_000_000 + index)
+        )
     for trial in shuffled:
         write_folder(hpo_dir, trial, run_id=min(run_ids[trial.trial_key]))
     write_studies(hpo_dir, trials, {k: min(v) for k, v in run_ids.items()})
@@ -624,14 +661,30 @@ def _build_tie_sources(
 
 def _comparable(result: dict[str, Any]) -> list[dict[str, Any]]:
     """A retrieval result without the parts that name places (run ids, folders, experiments)."""
-    kept = ("backbone", "variant", "trial_id", "trial_number", "metric", "source", "hyperparameters", "sources_agree", "study_key_hash")
+    kept = (
+        "backbone",
+        "variant",
+        "trial_id",
+        "trial_number",
+        "metric",
+        "source",
+        "hyperparameters",
+        "sources_agree",
+        "study_key_hash",
+    )
     return [
-        {**{k: i[k] for k in kept}, "eligible": {s: c["eligible"] for s, c in i["candidates"].items()}, "picks": picks(i)}
+        {
+            **{k: i[k] for k in kept},
+            "eligible": {s: c["eligible"] for s, c in i["candidates"].items()},
+            "picks": picks(i),
+        }
         for i in iter_trial_infos(result)
     ]
 
 
-def test_ties_follow_number_then_key_then_run_id_in_every_source_and_any_order(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+def test_ties_follow_number_then_key_then_run_id_in_every_source_and_any_order(
+    mlflow_client: MlflowClient, tmp_path: Path
+) -> None:
     backbone = "tied"
     trials = {(t.variant, t.number): t for t in tie_trials(backbone)}
     results, orders = [], []
@@ -657,7 +710,12 @@ def test_ties_follow_number_then_key_then_run_id_in_every_source_and_any_order(m
 
 
 def test_minimize_picks_the_lowest_metric(tmp_path: Path) -> None:
-    trials = [Trial("lows", "v1", 0, 0.3), Trial("lows", "v1", 1, 0.2), Trial("lows", "v1", 2, 0.2), Trial("lows", "v1", 3, 0.9)]
+    trials = [
+        Trial("lows", "v1", 0, 0.3),
+        Trial("lows", "v1", 1, 0.2),
+        Trial("lows", "v1", 2, 0.2),
+        Trial("lows", "v1", 3, 0.9),
+    ]
     for trial in trials:
         write_folder(tmp_path, trial)
     info = retrieve(["lows"], tmp_path, direction="minimize")["lows"]
@@ -700,7 +758,12 @@ def test_a_tie_across_a_page_boundary_of_the_mlflow_search(mlflow_client: Mlflow
 
     info = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})[backbone]
     assert info["source"] == "mlflow"
-    assert (info["trial_id"], info["trial_number"], info["run_id"], info["metric"]) == (last_page.trial_key, 3, last_run, 0.9)
+    assert (info["trial_id"], info["trial_number"], info["run_id"], info["metric"]) == (
+        last_page.trial_key,
+        3,
+        last_run,
+        0.9,
+    )
     assert info["candidates"]["mlflow"]["eligible"] == 3
     assert info["candidates"]["mlflow"]["ineligible"] == {"status_running": 999}
 
@@ -748,7 +811,13 @@ def test_ineligible_items_are_counted_per_source_and_reason(
             {"value": 0.99},  # no trial_key_hash attribute
         ],
     )  # fmt: skip
-    write_study(hpo_dir, backbone, "v2", [{"value": 0.99, "trial_key": bad[5].trial_key}], attrs={contract.STUDY_ATTR_DATA_FINGERPRINT: "1-0000000000000000"})
+    write_study(
+        hpo_dir,
+        backbone,
+        "v2",
+        [{"value": 0.99, "trial_key": bad[5].trial_key}],
+        attrs={contract.STUDY_ATTR_DATA_FINGERPRINT: "1-0000000000000000"},
+    )
     corrupt = hpo_dir / backbone / "study-ffffffff" / contract.STUDY_DB_FILE
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"this is not a sqlite database" * 100)
@@ -771,7 +840,12 @@ def test_ineligible_items_are_counted_per_source_and_reason(
 
     result = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}})
     info = result[backbone]
-    assert (info["trial_id"], info["metric"], info["source"], info["run_id"]) == (good.trial_key, 0.5, "mlflow", good_run)
+    assert (info["trial_id"], info["metric"], info["source"], info["run_id"]) == (
+        good.trial_key,
+        0.5,
+        "mlflow",
+        good_run,
+    )
     assert info["sources_agree"] is True
     candidates = info["candidates"]
     assert {s: c["eligible"] for s, c in candidates.items()} == {"mlflow": 1, "study": 1, "disk": 1}
@@ -813,15 +887,27 @@ def test_ineligible_items_are_counted_per_source_and_reason(
     assert any(str(truncated / contract.METRICS_FILE) in m and "unreadable" in m for m in logged)
     assert any(str(no_meta / contract.TRIAL_META_FILE) in m for m in logged)
     assert any(str(corrupt) in m for m in logged), "a corrupt study.db is logged with its path"
-    summary_line = next(r.getMessage() for r in caplog.records if r.name == RETRIEVAL_LOGGER and "Best trial for messy" in r.getMessage())
-    assert "'status_failed': 1" in summary_line and "'state_pruned': 1" in summary_line and "'backbone_mismatch': 1" in summary_line
+    summary_line = next(
+        r.getMessage()
+        for r in caplog.records
+        if r.name == RETRIEVAL_LOGGER and "Best trial for messy" in r.getMessage()
+    )
+    assert (
+        "'status_failed': 1" in summary_line
+        and "'state_pruned': 1" in summary_line
+        and "'backbone_mismatch': 1" in summary_line
+    )
     # Per variant: the v2 study (other data) has nothing eligible, so only v1 is a partition.
-    per_variant = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")
+    per_variant = retrieve(
+        [backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant"
+    )
     assert list(per_variant[backbone]) == ["v1"]
     assert per_variant[backbone]["v1"]["trial_id"] == good.trial_key
 
 
-def test_mlflow_stores_infinite_metrics_clamped_and_they_stay_ineligible(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+def test_mlflow_stores_infinite_metrics_clamped_and_they_stay_ineligible(
+    mlflow_client: MlflowClient, tmp_path: Path
+) -> None:
     backbone = "clamped"
     name, experiment_id = new_experiment(mlflow_client, "clamped")
     run_id = log_run(mlflow_client, experiment_id, Trial(backbone, "v1", 0, math.inf))
@@ -841,13 +927,17 @@ def test_runs_without_variant_tag_take_it_from_the_study_name(mlflow_client: Mlf
         mlflow_client, experiment_id, Trial(backbone, "v1", 0, 0.7),
         tags={contract.TAG_VARIANT: None, contract.TAG_STUDY_NAME: None, contract.TAG_TRIAL_NUMBER: None},
     )  # fmt: skip
-    result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")
+    result = retrieve(
+        [backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant"
+    )
     assert list(result[backbone]) == ["default", "v2"]
     assert result[backbone]["default"]["trial_number"] is None
     assert result[backbone]["v2"]["metric"] == 0.6
 
 
-def test_disagreement_between_mlflow_and_study(mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_disagreement_between_mlflow_and_study(
+    mlflow_client: MlflowClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     backbone = "split"
     name, experiment_id = new_experiment(mlflow_client, "split")
@@ -860,7 +950,9 @@ def test_disagreement_between_mlflow_and_study(mlflow_client: MlflowClient, tmp_
     ])  # fmt: skip
     info = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})[backbone]
     assert (info["source"], info["trial_id"], info["run_id"]) == ("mlflow", second.trial_key, run_ids[1])
-    assert info["disagreements"] == [{"source": "study", "trial_id": first.trial_key, "metric": 0.9, "run_id": run_ids[0]}]
+    assert info["disagreements"] == [
+        {"source": "study", "trial_id": first.trial_key, "metric": 0.9, "run_id": run_ids[0]}
+    ]
     (message,) = [m for m in warnings_from(caplog) if "disagree" in m]
     assert "mlflow=" + second.trial_key[:12] in message and "study=" + first.trial_key[:12] in message
 
@@ -881,9 +973,19 @@ def test_each_partition_is_answered_by_its_highest_priority_source(
     write_studies(tmp_path, [v1, v2], {v1.trial_key: v1_run})
     experiments = {backbone: {"name": name}}
 
-    per_variant = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments, scope="per_variant")[backbone]
-    assert (per_variant["v1"]["source"], per_variant["v1"]["trial_id"], per_variant["v1"]["run_id"]) == ("mlflow", v1.trial_key, v1_run)
-    assert (per_variant["v2"]["source"], per_variant["v2"]["trial_id"], per_variant["v2"]["run_id"]) == ("study", v2.trial_key, None)
+    per_variant = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments, scope="per_variant")[
+        backbone
+    ]
+    assert (per_variant["v1"]["source"], per_variant["v1"]["trial_id"], per_variant["v1"]["run_id"]) == (
+        "mlflow",
+        v1.trial_key,
+        v1_run,
+    )
+    assert (per_variant["v2"]["source"], per_variant["v2"]["trial_id"], per_variant["v2"]["run_id"]) == (
+        "study",
+        v2.trial_key,
+        None,
+    )
     assert per_variant["v1"]["sources_agree"] and per_variant["v2"]["sources_agree"]
     assert per_variant["v2"]["candidates"]["mlflow"]["available"] is True
     assert per_variant["v2"]["candidates"]["mlflow"]["eligible"] == 0
@@ -895,7 +997,9 @@ def test_each_partition_is_answered_by_its_highest_priority_source(
     assert len([m for m in warnings_from(caplog) if "disagree" in m]) == 1
 
 
-def test_a_server_that_never_answers_is_a_fallback_within_the_timeout(demo_sweeps: DemoSweeps, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_server_that_never_answers_is_a_fallback_within_the_timeout(
+    demo_sweeps: DemoSweeps, caplog: pytest.LogCaptureFixture
+) -> None:
     """A listening socket that accepts connections and never replies (a hung server): the timeout is waited
     out once per retrieval, not once per backbone."""
     caplog.set_level(logging.WARNING)
@@ -914,7 +1018,9 @@ def test_a_server_that_never_answers_is_a_fallback_within_the_timeout(demo_sweep
                 connections += 1
     assert connections == 1, "MLflow was probed again after it was found down"
     assert elapsed < 6, f"falling back took {elapsed:.1f}s with a 1 s timeout"
-    assert {i["candidates"]["mlflow"]["error"] for i in result.values()} == {result["tiny_transformer"]["candidates"]["mlflow"]["error"]}
+    assert {i["candidates"]["mlflow"]["error"] for i in result.values()} == {
+        result["tiny_transformer"]["candidates"]["mlflow"]["error"]
+    }
     assert [i["source"] for i in result.values()] == ["study", "study"]
     assert any("MLflow is unavailable" in m and uri in m for m in warnings_from(caplog))
 
@@ -923,7 +1029,9 @@ def test_a_server_that_never_answers_is_a_fallback_within_the_timeout(demo_sweep
 
 
 def test_unknown_selection_scope(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"selection_scope must be one of \('overall', 'per_variant'\), got 'per_backbone'"):
+    with pytest.raises(
+        ValueError, match=r"selection_scope must be one of \('overall', 'per_variant'\), got 'per_backbone'"
+    ):
         retrieve(["bilstm"], tmp_path, scope="per_backbone")
 
 
@@ -944,7 +1052,9 @@ def test_study_in_the_wrong_direction(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scope", SELECTION_SCOPES)
-def test_no_trials_anywhere_names_the_places_looked_at(mlflow_client: MlflowClient, mlflow_server: str, tmp_path: Path, scope: str) -> None:
+def test_no_trials_anywhere_names_the_places_looked_at(
+    mlflow_client: MlflowClient, mlflow_server: str, tmp_path: Path, scope: str
+) -> None:
     missing = unique_name("absent")
     with pytest.raises(NoTrialsFoundError) as caught:
         retrieve(["ghost"], tmp_path, client=mlflow_client, experiments={"ghost": {"name": missing}}, scope=scope)
@@ -959,7 +1069,9 @@ def test_no_trials_anywhere_names_the_places_looked_at(mlflow_client: MlflowClie
 
 def test_no_eligible_trial_lists_what_was_excluded(tmp_path: Path) -> None:
     write_folder(tmp_path, Trial("broken", "v1", 0, 0.5), metrics_text="{")
-    with pytest.raises(NoTrialsFoundError, match=r"disk: 0 eligible; looked at .*ineligible \{'unreadable_metrics_file': 1\}") as caught:
+    with pytest.raises(
+        NoTrialsFoundError, match=r"disk: 0 eligible; looked at .*ineligible \{'unreadable_metrics_file': 1\}"
+    ) as caught:
         retrieve(["broken"], tmp_path)
     assert "mlflow: unavailable (no MLflow tracking URI configured)" in str(caught.value)
 
@@ -985,8 +1097,12 @@ def test_duplicate_trial_ids_pick_deterministically_by_run_id(mlflow_client: Mlf
 def test_conflicting_variant_tag_and_study_name_follow_the_tag(mlflow_client: MlflowClient, tmp_path: Path) -> None:
     backbone = "conflict"
     name, experiment_id = new_experiment(mlflow_client, "conflict")
-    log_run(mlflow_client, experiment_id, Trial(backbone, "v1", 0, 0.8), tags={contract.TAG_STUDY_NAME: f"{backbone}_v7"})
-    result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")
+    log_run(
+        mlflow_client, experiment_id, Trial(backbone, "v1", 0, 0.8), tags={contract.TAG_STUDY_NAME: f"{backbone}_v7"}
+    )
+    result = retrieve(
+        [backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant"
+    )
     assert list(result[backbone]) == ["v1"]
 
 
@@ -996,7 +1112,12 @@ def test_an_empty_experiment_is_a_fallback_not_an_error(mlflow_client: MlflowCli
     write_folder(tmp_path, Trial(backbone, "v1", 0, 0.5))
     result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})
     assert result[backbone]["source"] == "disk"
-    assert result[backbone]["candidates"]["mlflow"] == {**result[backbone]["candidates"]["mlflow"], "available": True, "eligible": 0, "pick": None}
+    assert result[backbone]["candidates"]["mlflow"] == {
+        **result[backbone]["candidates"]["mlflow"],
+        "available": True,
+        "eligible": 0,
+        "pick": None,
+    }
 
 
 # ============================================================================ hand-built: unsafe identities
@@ -1020,13 +1141,25 @@ def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
     good_run = log_run(mlflow_client, experiment_id, good)
 
     # --- MLflow: one unsafe tag per run
-    log_run(mlflow_client, experiment_id, bad[0], tags={contract.TAG_TRIAL_KEY_HASH: bad[0].trial_key + ZERO_WIDTH_SPACE})
-    log_run(mlflow_client, experiment_id, bad[1], tags={contract.TAG_TRIAL_KEY_HASH: bad[1].trial_key[:-1] + ARABIC_INDIC_THREE})
+    log_run(
+        mlflow_client, experiment_id, bad[0], tags={contract.TAG_TRIAL_KEY_HASH: bad[0].trial_key + ZERO_WIDTH_SPACE}
+    )
+    log_run(
+        mlflow_client,
+        experiment_id,
+        bad[1],
+        tags={contract.TAG_TRIAL_KEY_HASH: bad[1].trial_key[:-1] + ARABIC_INDIC_THREE},
+    )
     log_run(mlflow_client, experiment_id, bad[2], tags={contract.TAG_STUDY_KEY_HASH: "study'key"})
     log_run(mlflow_client, experiment_id, bad[3], tags={contract.TAG_VARIANT: f"v{ARABIC_INDIC_THREE}"})
     log_run(mlflow_client, experiment_id, bad[4], tags={contract.TAG_TRIAL_KEY_HASH: "f" * 97})
     # The study-name fallback takes ASCII digits only: "…_v٣" gives no variant, so "default" (a safe name).
-    fallback_run = log_run(mlflow_client, experiment_id, Trial(backbone, "v1", 50, 0.1), tags={contract.TAG_VARIANT: None, contract.TAG_STUDY_NAME: f"{backbone}_v{ARABIC_INDIC_THREE}"})
+    fallback_run = log_run(
+        mlflow_client,
+        experiment_id,
+        Trial(backbone, "v1", 50, 0.1),
+        tags={contract.TAG_VARIANT: None, contract.TAG_STUDY_NAME: f"{backbone}_v{ARABIC_INDIC_THREE}"},
+    )
 
     # --- Optuna: an unsafe trial attribute, an unsafe cross-reference, and a study whose own variant is unsafe
     write_study(hpo_dir, backbone, "v1", [
@@ -1046,7 +1179,12 @@ def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
 
     result = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}})
     info = result[backbone]
-    assert (info["trial_id"], info["metric"], info["source"], info["run_id"]) == (good.trial_key, 0.5, "mlflow", good_run)
+    assert (info["trial_id"], info["metric"], info["source"], info["run_id"]) == (
+        good.trial_key,
+        0.5,
+        "mlflow",
+        good_run,
+    )
     assert info["sources_agree"] is True
     key = key_for_trial(info, DATA_CONFIG, BENCHMARK_CONFIG)  # the pick builds a key
     assert key.split(":")[2] == good_run
@@ -1072,7 +1210,9 @@ def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
     assert any(str(quoted_variant / contract.TRIAL_META_FILE) in m and "variant" in m for m in logged)
     assert sum("not a safe identity" in m for m in logged) == 12
 
-    per_variant = retrieve([backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant")[backbone]
+    per_variant = retrieve(
+        [backbone], hpo_dir, client=mlflow_client, experiments={backbone: {"name": name}}, scope="per_variant"
+    )[backbone]
     assert sorted(per_variant) == ["default", "v1"], "no partition for an unsafe variant"
     assert per_variant["default"]["run_id"] == fallback_run
     for partition in per_variant.values():
@@ -1082,7 +1222,9 @@ def test_records_with_unsafe_identity_values_are_excluded_in_every_source(
 # ============================================================================ hand-built: configured storages
 
 
-def test_a_mistyped_sqlite_storage_is_unavailable_and_never_created(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_mistyped_sqlite_storage_is_unavailable_and_never_created(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     backbone = "typo"
     hpo_dir, shared = tmp_path / "hpo", tmp_path / "shared"
@@ -1099,7 +1241,9 @@ def test_a_mistyped_sqlite_storage_is_unavailable_and_never_created(tmp_path: Pa
     assert study["error"] == f"sqlite file {mistyped} of Optuna storage sqlite:///{mistyped} does not exist"
     assert study["ineligible"] == {"missing_storage": 1}
     assert info["source"] == "disk" and info["trial_id"] == trial.trial_key
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "does not exist" in r.getMessage()]
+    (warning,) = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "does not exist" in r.getMessage()
+    ]
     assert str(mistyped) in warning and "not opened" in warning
 
     # A relative path is resolved against the working directory, as SQLAlchemy does, and named absolutely.
@@ -1128,7 +1272,11 @@ def _two_runs_of_one_trial(client: MlflowClient, experiment_id: str, trial: Tria
 
 
 def _finish(client: MlflowClient, run_id: str, trial: Trial, value: float, *, model_dir: Path | None = None) -> None:
-    client.log_batch(run_id, metrics=[Metric(METRIC, value, 0, 0)], params=[Param(k, str(v)) for k, v in sorted(trial.hyperparameters.items())])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(METRIC, value, 0, 0)],
+        params=[Param(k, str(v)) for k, v in sorted(trial.hyperparameters.items())],
+    )
     if model_dir is not None:
         client.log_artifacts(run_id, str(model_dir), contract.MODEL_ARTIFACT_DIR)
     client.set_terminated(run_id, "FINISHED")
@@ -1166,7 +1314,9 @@ def test_a_duplicate_run_without_a_model_never_wins_and_the_key_keeps_the_origin
     after = retrieve([backbone], tmp_path, client=mlflow_client, experiments=experiments)[backbone]
     assert (after["trial_id"], after["run_id"], after["metric"]) == (best.trial_key, original, 0.8)
     assert key_for_trial(after, DATA_CONFIG, BENCHMARK_CONFIG) == key_before
-    assert after["candidates"]["mlflow"]["eligible"] == 3, "the duplicate is still an eligible record, it just never counts"
+    assert after["candidates"]["mlflow"]["eligible"] == 3, (
+        "the duplicate is still an eligible record, it just never counts"
+    )
     assert after["candidates"]["mlflow"]["pick"]["run_id"] == original
     assert after["conflicts"] == [
         {
@@ -1182,7 +1332,11 @@ def test_a_duplicate_run_without_a_model_never_wins_and_the_key_keeps_the_origin
             "rule": "the only run(s) with model artifacts",
         }
     ]
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Conflicting records" in r.getMessage()]
+    (warning,) = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "Conflicting records" in r.getMessage()
+    ]
     assert duplicate in warning and original in warning and "0.99" in warning and f"counting run {original}" in warning
 
     check = sources_agree_result("best_trial", after)
@@ -1204,15 +1358,26 @@ def test_the_run_the_study_cross_references_counts_and_differing_values_are_repo
     original, duplicate = _two_runs_of_one_trial(mlflow_client, experiment_id, best)
     _finish(mlflow_client, original, best, 0.8)
     _finish(mlflow_client, duplicate, best, 0.99)
-    write_study(tmp_path, backbone, "v1", [{"value": 0.8, "trial_key": best.trial_key, "run_id": original, "params": best.hyperparameters}])
+    write_study(
+        tmp_path,
+        backbone,
+        "v1",
+        [{"value": 0.8, "trial_key": best.trial_key, "run_id": original, "params": best.hyperparameters}],
+    )
     folder = write_folder(tmp_path, best, run_id=original, metrics_text=json.dumps({METRIC: 0.81}))
 
     for scope in SELECTION_SCOPES:
-        result = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope=scope)[backbone]
+        result = retrieve(
+            [backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}}, scope=scope
+        )[backbone]
         info = result if scope == "overall" else result["v1"]
         assert (info["source"], info["run_id"], info["metric"]) == ("mlflow", original, 0.8)
         duplicates, mismatch = info["conflicts"]
-        assert (duplicates["kind"], duplicates["counted_run_id"], duplicates["rule"]) == ("duplicate_runs", original, "cross-referenced by the Optuna study or trial_meta.json")
+        assert (duplicates["kind"], duplicates["counted_run_id"], duplicates["rule"]) == (
+            "duplicate_runs",
+            original,
+            "cross-referenced by the Optuna study or trial_meta.json",
+        )
         assert duplicates["with_model"] == [False, False]
         assert mismatch == {
             "kind": "value_mismatch",
@@ -1227,7 +1392,9 @@ def test_the_run_the_study_cross_references_counts_and_differing_values_are_repo
         }
         assert info["sources_agree"] is True, "every source picks the same trial; the values are what conflict"
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("has no model artifacts" in m and original in m for m in messages), "a counted run without a model is never silent"
+    assert any("has no model artifacts" in m and original in m for m in messages), (
+        "a counted run without a model is never silent"
+    )
     assert any("Conflicting records for dupxref" in m and str(folder) in m and "0.81" in m for m in messages)
 
     # Without MLflow the study answers; its value agrees with nothing but the folder's: still reported.
@@ -1236,7 +1403,9 @@ def test_the_run_the_study_cross_references_counts_and_differing_values_are_repo
     assert [(c["kind"], c["source"], c["values"]) for c in without["conflicts"]] == [("value_mismatch", "disk", [0.81])]
 
 
-def test_duplicate_runs_without_model_or_cross_reference_count_the_smallest_run_id(mlflow_client: MlflowClient, tmp_path: Path) -> None:
+def test_duplicate_runs_without_model_or_cross_reference_count_the_smallest_run_id(
+    mlflow_client: MlflowClient, tmp_path: Path
+) -> None:
     backbone = "dupplain"
     name, experiment_id = new_experiment(mlflow_client, "dupplain")
     trial = Trial(backbone, "v1", 0, 0.8)
@@ -1246,7 +1415,11 @@ def test_duplicate_runs_without_model_or_cross_reference_count_the_smallest_run_
     info = retrieve([backbone], tmp_path, client=mlflow_client, experiments={backbone: {"name": name}})[backbone]
     assert (info["run_id"], info["metric"]) == (smaller, 0.8), "the better value of the other run does not decide"
     (conflict,) = info["conflicts"]
-    assert (conflict["counted_run_id"], conflict["rule"], conflict["values"]) == (smaller, "smallest run id", [0.8, 0.9])
+    assert (conflict["counted_run_id"], conflict["rule"], conflict["values"]) == (
+        smaller,
+        "smallest run id",
+        [0.8, 0.9],
+    )
 
 
 # ============================================================================ availability, as trial_info says it
@@ -1261,7 +1434,10 @@ def test_a_selection_made_without_mlflow_says_so(demo_sweeps: DemoSweeps, mlflow
         assert sources_agree_result("best_trial", info).passed
 
     dead_uri = f"http://127.0.0.1:{free_port()}"
-    for client, reason in [(None, "no MLflow tracking URI configured"), (MlflowClient(tracking_uri=dead_uri), f"MLflow server {dead_uri} is unreachable")]:
+    for client, reason in [
+        (None, "no MLflow tracking URI configured"),
+        (MlflowClient(tracking_uri=dead_uri), f"MLflow server {dead_uri} is unreachable"),
+    ]:
         result = _retrieve_demo(demo_sweeps, client)
         for backbone, info in result.items():
             assert info["trial_id"] == consulted[backbone]["trial_id"] and info["source"] == "study"

@@ -61,7 +61,9 @@ def _chromium() -> str:
     for name in (os.environ.get("BENCHMARK_PIPELINE_CHROMIUM"), "chromium", "chromium-browser"):
         if name and shutil.which(name):
             return str(shutil.which(name))
-    pytest.fail("Chromium is not installed: `make test` installs Debian's chromium when run as root (apt-get install -y chromium)")
+    pytest.fail(
+        "Chromium is not installed: `make test` installs Debian's chromium when run as root (apt-get install -y chromium)"
+    )
 
 
 def _browse(url: str, *extra: str) -> str:
@@ -69,7 +71,11 @@ def _browse(url: str, *extra: str) -> str:
     # Chromium helper processes (crashpad, utility) may still write to the profile as it is removed.
     with tempfile.TemporaryDirectory(prefix="chromium_profile_", ignore_cleanup_errors=True) as profile:
         done = subprocess.run(
-            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url], capture_output=True, text=True, timeout=120, check=False
+            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
     assert done.returncode == 0, f"chromium exited {done.returncode} for {url}:\n{done.stderr[-2000:]}"
     return done.stdout
@@ -127,11 +133,15 @@ async def _click(debugger_url: str, url: str, label: str) -> tuple[list[dict[str
             if await evaluate(f"!!{find}"):
                 break
             await asyncio.sleep(0.25)
-        assert await evaluate(f"(() => {{ const e = {find}; if (!e) return false; e.click(); return true; }})()"), f"no {label!r} on {url}"
+        assert await evaluate(f"(() => {{ const e = {find}; if (!e) return false; e.click(); return true; }})()"), (
+            f"no {label!r} on {url}"
+        )
         images: list[dict[str, Any]] = []
         for _ in range(40):  # until the dialog's image has loaded
             await asyncio.sleep(0.25)
-            images = await evaluate("[...document.querySelectorAll('img')].map(i => ({src: i.src.slice(0, 30), width: i.naturalWidth, height: i.naturalHeight}))")
+            images = await evaluate(
+                "[...document.querySelectorAll('img')].map(i => ({src: i.src.slice(0, 30), width: i.naturalWidth, height: i.naturalHeight}))"
+            )
             if any(i["src"].startswith("data:image/png") and i["width"] for i in images):
                 break
         shot = await call("Page.captureScreenshot", format="png")
@@ -155,31 +165,56 @@ def _shown(name: str, text: str) -> bool:
     """The name as a word, or middle-truncated by the graph (``bench…_per_variant``)."""
     if re.search(rf"(?<![\w…]){re.escape(name)}(?![\w…])", text):
         return True
-    return any(name.startswith(a) and name.endswith(b) and len(a) >= 3 and len(b) >= 3 for a, b in re.findall(r"(\w+)…(\w+)", text))
+    return any(
+        name.startswith(a) and name.endswith(b) and len(a) >= 3 and len(b) >= 3
+        for a, b in re.findall(r"(\w+)…(\w+)", text)
+    )
 
 
 @pytest.fixture
 def webserver(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    config_path, raw = demo_sweeps.private_config_file(tmp_path)
+    config_path, _raw = demo_sweeps.private_config_file(tmp_path)
     home = tmp_path / "dagster_home"
     home.mkdir()
     # nux: off, so the "Join the Dagster community" dialog does not cover the page.
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n", encoding="utf-8")
 
-    resources = {"settings": PipelineSettings(config_path=str(config_path)), "mlflow": MlflowResource(tracking_uri=mlflow_server)}
+    resources = {
+        "settings": PipelineSettings(config_path=str(config_path)),
+        "mlflow": MlflowResource(tracking_uri=mlflow_server),
+    }
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
         instance.add_dynamic_partitions("variant", ["v1", "v2"])
-        instance.add_dynamic_partitions(PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"])
-        assert dg.materialize([best_trial, benchmark_result], partition_key="bilstm", instance=instance, resources=resources).success
+        instance.add_dynamic_partitions(
+            PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"]
+        )
+        assert dg.materialize(
+            [best_trial, benchmark_result], partition_key="bilstm", instance=instance, resources=resources
+        ).success
         assert dg.materialize([leaderboard], instance=instance, resources=resources).success
 
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "BENCHMARK_PIPELINE_CONFIG": str(config_path), "MLFLOW_TRACKING_URI": mlflow_server}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "BENCHMARK_PIPELINE_CONFIG": str(config_path),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+    }
     log = tmp_path / "webserver.log"
-    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-m", "benchmark_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "dagster-webserver"),
+        "-m",
+        "benchmark_pipeline.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with open(log, "wb") as handle:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -191,7 +226,9 @@ def webserver(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> It
             except (urllib.error.URLError, OSError):
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"dagster-webserver did not start; log tail:\n{log.read_text(errors='replace')[-3000:]}")
+                raise AssertionError(
+                    f"dagster-webserver did not start; log tail:\n{log.read_text(errors='replace')[-3000:]}"
+                )
             time.sleep(0.5)
         yield {"url": url, "tmp": tmp_path}
     finally:
@@ -217,7 +254,9 @@ def test_ui_lists_the_assets_and_renders_benchmark_metadata(webserver: dict[str,
     missing = [name for name in upstream if not _shown(name, lineage)]
     assert not missing, f"the asset graph upstream of leaderboard lacks {missing}: {lineage[:2000]}"
     # The demo sits at the edge of the graph: nothing of the pipeline depends on its assets.
-    assert not [name for name in DEMO_ASSETS if _shown(name, lineage)], f"a demo asset is upstream of leaderboard: {lineage[:2000]}"
+    assert not [name for name in DEMO_ASSETS if _shown(name, lineage)], (
+        f"a demo asset is upstream of leaderboard: {lineage[:2000]}"
+    )
 
     page = f"{url}/assets/benchmark_result?view=partitions&partition=bilstm"
     dom = _browse(page, "--dump-dom")
@@ -228,7 +267,9 @@ def test_ui_lists_the_assets_and_renders_benchmark_metadata(webserver: dict[str,
     latency = _visible_text(tables[-1])
     for expected in ("backend", "batch_size", "p50_ms", "samples_per_s", "onnxruntime", "pytorch", "torch:cpu"):
         assert expected in latency, (expected, latency)
-    assert re.search(r"bilstm:v\d:[0-9a-f]{32}:[0-9a-f]{64}:1-[0-9a-f]{16}:[0-9a-f]{16}", text), "the benchmark key is not shown"
+    assert re.search(r"bilstm:v\d:[0-9a-f]{32}:[0-9a-f]{64}:1-[0-9a-f]{16}:[0-9a-f]{16}", text), (
+        "the benchmark key is not shown"
+    )
     assert "latency_chart" in text
 
     shot = webserver["tmp"] / "benchmark_result.png"

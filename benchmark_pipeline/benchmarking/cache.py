@@ -45,8 +45,25 @@ def cache_path(cache_directory: Path, benchmark_key: str) -> Path:
 
 
 #: What a cached result must hold to be trusted (the fields ``BenchmarkResult`` always writes).
-REQUIRED_RESULT_FIELDS = ("benchmark_key", "backbone", "variant", "trial_id", "benchmark_config", "measurements", "quality", "environment")
-REQUIRED_MEASUREMENT_FIELDS = ("backend", "batch_size", "provider", "count", "p50_ms", "p95_ms", "throughput_samples_per_s")
+REQUIRED_RESULT_FIELDS = (
+    "benchmark_key",
+    "backbone",
+    "variant",
+    "trial_id",
+    "benchmark_config",
+    "measurements",
+    "quality",
+    "environment",
+)
+REQUIRED_MEASUREMENT_FIELDS = (
+    "backend",
+    "batch_size",
+    "provider",
+    "count",
+    "p50_ms",
+    "p95_ms",
+    "throughput_samples_per_s",
+)
 
 
 def load_cache_file(path: Path) -> Any:
@@ -115,7 +132,9 @@ def read_cache_entry(cache_directory: Path, benchmark_key: str) -> dict[str, Any
     return None if payload is None else trusted_entry(path, benchmark_key, payload)
 
 
-def write_cache_entry(cache_directory: Path, benchmark_key: str, result: Mapping[str, Any], mlflow_run_id: str | None, mlflow_logged: bool) -> Path:
+def write_cache_entry(
+    cache_directory: Path, benchmark_key: str, result: Mapping[str, Any], mlflow_run_id: str | None, mlflow_logged: bool
+) -> Path:
     """Atomically write the result for ``benchmark_key``; returns the file's path."""
     path = cache_path(cache_directory, benchmark_key)
     cache_directory.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,9 @@ def _open_claim_file(path: Path) -> int:
         return os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as error:
         if path.is_symlink():
-            raise ClaimFileError(f"the claim file {path} is a symbolic link; refusing to follow it (remove it)") from None
+            raise ClaimFileError(
+                f"the claim file {path} is a symbolic link; refusing to follow it (remove it)"
+            ) from None
         raise ClaimFileError(f"cannot open the claim file {path}: {error}") from None
 
 
@@ -54,7 +56,9 @@ def _mark_holder(descriptor: int) -> None:
 
 
 @contextlib.contextmanager
-def benchmark_claim(cache_directory: Path, benchmark_key: str, timeout_s: float = DEFAULT_CLAIM_TIMEOUT_S) -> Iterator[None]:
+def benchmark_claim(
+    cache_directory: Path, benchmark_key: str, timeout_s: float = DEFAULT_CLAIM_TIMEOUT_S
+) -> Iterator[None]:
     """Hold the exclusive claim on ``benchmark_key`` for the duration of the block (waiting for it)."""
     path = claim_path(cache_directory, benchmark_key)
     descriptor = _open_claim_file(path)
@@ -66,7 +70,9 @@ def benchmark_claim(cache_directory: Path, benchmark_key: str, timeout_s: float 
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ClaimTimeoutError(f"another process has held the claim {path} for over {timeout_s:.0f}s") from None
+                    raise ClaimTimeoutError(
+                        f"another process has held the claim {path} for over {timeout_s:.0f}s"
+                    ) from None
                 time.sleep(0.1)
         _mark_holder(descriptor)
         yield

@@ -79,11 +79,18 @@ def first_finished_run(mlflow_client: MlflowClient, experiment_id: str, benchmar
     for run in runs:
         if run.data.tags.get(RESULT_LOGGED_TAG) or _has_result_artifact(mlflow_client, run.info.run_id):
             return run
-        logger.warning("benchmark run %s of %s is FINISHED without %s; it does not count", run.info.run_id, benchmark_key, RESULT_ARTIFACT)
+        logger.warning(
+            "benchmark run %s of %s is FINISHED without %s; it does not count",
+            run.info.run_id,
+            benchmark_key,
+            RESULT_ARTIFACT,
+        )
     return None
 
 
-def benchmark_exists_in_mlflow(benchmark_key: str, benchmark_experiment: dict[str, str], mlflow_client: MlflowClient) -> bool:
+def benchmark_exists_in_mlflow(
+    benchmark_key: str, benchmark_experiment: dict[str, str], mlflow_client: MlflowClient
+) -> bool:
     """True when the benchmark experiment holds a FINISHED, active run tagged with ``benchmark_key``."""
     parse_benchmark_key(benchmark_key)
     experiment_id = resolve_experiment_id(mlflow_client, benchmark_experiment)
@@ -109,7 +116,9 @@ def benchmark_already_exists(
     return benchmark_exists_on_disk(benchmark_key, root_dir, environment) is not None
 
 
-def fetch_benchmark_runs(mlflow_client: MlflowClient, benchmark_experiment: dict[str, str]) -> dict[str, list[BenchmarkRunRecord]]:
+def fetch_benchmark_runs(
+    mlflow_client: MlflowClient, benchmark_experiment: dict[str, str]
+) -> dict[str, list[BenchmarkRunRecord]]:
     """Every active run of the benchmark experiment that carries a ``benchmark_key`` tag, grouped by key.
 
     One paginated, tag-filtered search, whatever the number of keys: MLflow's filter language has no ``IN``
@@ -122,11 +131,15 @@ def fetch_benchmark_runs(mlflow_client: MlflowClient, benchmark_experiment: dict
     if experiment_id is None:
         return {}
     grouped: dict[str, list[BenchmarkRunRecord]] = defaultdict(list)
-    runs = search_run_records(mlflow_client, experiment_id, f"tags.{BENCHMARK_KEY_TAG} LIKE '%'", ViewType.ACTIVE_ONLY, KEY_FETCH_PAGE_SIZE)
+    runs = search_run_records(
+        mlflow_client, experiment_id, f"tags.{BENCHMARK_KEY_TAG} LIKE '%'", ViewType.ACTIVE_ONLY, KEY_FETCH_PAGE_SIZE
+    )
     for run in runs:
         key = run.tags.get(BENCHMARK_KEY_TAG)
         if key:
-            grouped[key].append(BenchmarkRunRecord(run.run_id, run.status, run.start_time, bool(run.tags.get(RESULT_LOGGED_TAG))))
+            grouped[key].append(
+                BenchmarkRunRecord(run.run_id, run.status, run.start_time, bool(run.tags.get(RESULT_LOGGED_TAG)))
+            )
     return dict(grouped)
 
 
@@ -136,7 +149,9 @@ def finished_keys(runs_by_key: dict[str, list[BenchmarkRunRecord]]) -> set[str]:
     return {key for key, runs in runs_by_key.items() if any(r.complete for r in runs)}
 
 
-def stale_running_runs(runs_by_key: dict[str, list[BenchmarkRunRecord]], older_than_s: float, now_s: float | None = None) -> list[tuple[str, str, float]]:
+def stale_running_runs(
+    runs_by_key: dict[str, list[BenchmarkRunRecord]], older_than_s: float, now_s: float | None = None
+) -> list[tuple[str, str, float]]:
     """``(key, run_id, age_s)`` of RUNNING runs started more than ``older_than_s`` ago, oldest first: a
     benchmark process that died without closing its run (SIGKILL, a lost machine). They block nothing, but
     are worth a look: they are reported in the sensor's skip reason and the benchmark assets' metadata."""

@@ -71,7 +71,9 @@ def onnx_input_specs(session_inputs: Sequence[Any], where: str) -> list[InputSpe
     for node in session_inputs:
         dtype = _ONNX_ELEMENT_TYPES.get(node.type)
         if dtype is None:
-            raise ValueError(f"{where}: input {node.name!r} has element type {node.type}; supported: {sorted(_ONNX_ELEMENT_TYPES)}")
+            raise ValueError(
+                f"{where}: input {node.name!r} has element type {node.type}; supported: {sorted(_ONNX_ELEMENT_TYPES)}"
+            )
         specs.append(InputSpec(node.name, dtype, tuple(node.shape)))
     return specs
 
@@ -103,7 +105,9 @@ class ModelInputs:
         return mask.astype(bool) if mask is not None else None
 
 
-def synthesize_inputs(specs: Sequence[InputSpec], examples: int, max_length: int, int_high: int, seed: int = 0) -> ModelInputs:
+def synthesize_inputs(
+    specs: Sequence[InputSpec], examples: int, max_length: int, int_high: int, seed: int = 0
+) -> ModelInputs:
     """Seeded synthetic inputs for ``specs`` (see the module docstring); no labels."""
     rng = np.random.default_rng(seed)
     arrays = {}
@@ -131,7 +135,9 @@ def _pad(values: list[Any], max_length: int, fill: int, where: str) -> np.ndarra
     for row, value in enumerate(values):
         clipped = np.asarray(value[:max_length])
         if clipped.ndim != 1:
-            raise ValueError(f"{where}: example {row} is nested {clipped.ndim} deep; only sequences of numbers are padded")
+            raise ValueError(
+                f"{where}: example {row} is nested {clipped.ndim} deep; only sequences of numbers are padded"
+            )
         padded[row, : len(clipped)] = clipped
     return padded
 
@@ -216,7 +222,9 @@ def load_test_data(path: Path, specs: Sequence[InputSpec] | None, max_length: in
             elif spec.name == ATTENTION_MASK and derived_mask is not None:
                 chosen[spec.name] = derived_mask.astype(spec.dtype, copy=False)
             else:
-                raise ValueError(f"test data {path} has no input {spec.name!r}; the model takes {[s.name for s in specs]}, the file has {sorted(arrays)}")
+                raise ValueError(
+                    f"test data {path} has no input {spec.name!r}; the model takes {[s.name for s in specs]}, the file has {sorted(arrays)}"
+                )
     if labels is not None and labels.shape[0] != next(iter(chosen.values())).shape[0]:
         raise ValueError(f"{path}: {labels.shape[0]} labels for {next(iter(chosen.values())).shape[0]} examples")
     return ModelInputs(chosen, labels, str(path))

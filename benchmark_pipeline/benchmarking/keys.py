@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmark_pipeline.config import canonical_benchmark_config
+
 # MAX_COMPONENT_LENGTH is re-exported here for callers of the key API; its home is benchmark_pipeline.hashing.
 from benchmark_pipeline.hashing import MAX_COMPONENT_LENGTH as MAX_COMPONENT_LENGTH
 from benchmark_pipeline.hashing import config_hash, data_fingerprint, require_safe_component
@@ -82,9 +83,15 @@ def parse_benchmark_key(key: str) -> BenchmarkKeyParts:
     return BenchmarkKeyParts(*(_component(part, name) for part, name in zip(parts, names, strict=True)))
 
 
-def key_for_trial(trial_info: Mapping[str, Any], data_config: Mapping[str, Any], benchmark_config: Mapping[str, Any]) -> str:
+def key_for_trial(
+    trial_info: Mapping[str, Any], data_config: Mapping[str, Any], benchmark_config: Mapping[str, Any]
+) -> str:
     """The key of one ``trial_info`` from ``retrieve_best_trials`` (identical whichever source retrieved it)."""
     return build_benchmark_key(
-        trial_info["backbone"], trial_info.get("variant"), trial_info.get("run_id"), trial_info["trial_id"], data_config, benchmark_config
+        trial_info["backbone"],
+        trial_info.get("variant"),
+        trial_info.get("run_id"),
+        trial_info["trial_id"],
+        data_config,
+        benchmark_config,
     )
-

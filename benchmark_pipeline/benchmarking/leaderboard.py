@@ -42,7 +42,9 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def collect_leaderboard(config: PipelineConfig, client: MlflowClient | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any] | None]]:
+def collect_leaderboard(
+    config: PipelineConfig, client: MlflowClient | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any] | None]]:
     """``(per_variant, overall, stored)``: the best trial of each backbone × variant and of each backbone, and
     the stored benchmark of each per-variant pick by benchmark key (``None`` where not benchmarked yet)."""
     per_variant = retrieve_configured_best_trials(config, "per_variant", client)
@@ -50,7 +52,9 @@ def collect_leaderboard(config: PipelineConfig, client: MlflowClient | None) -> 
     stored: dict[str, dict[str, Any] | None] = {}
     for info in iter_trial_infos(per_variant):
         key = key_for_trial(info, config.data_config, config.benchmark_config)
-        stored[key] = find_existing_benchmark(key, config.benchmark_experiment(), config.root_dir, config.environment, client)
+        stored[key] = find_existing_benchmark(
+            key, config.benchmark_experiment(), config.root_dir, config.environment, client
+        )
     return per_variant, overall, stored
 
 
@@ -85,7 +89,9 @@ def leaderboard_rows(
             continue
         quality = result.get("quality") or {}
         for backend in sorted({m["backend"] for m in result["measurements"]}):
-            by_size = sorted((m for m in result["measurements"] if m["backend"] == backend), key=lambda m: m["batch_size"])
+            by_size = sorted(
+                (m for m in result["measurements"] if m["backend"] == backend), key=lambda m: m["batch_size"]
+            )
             smallest, largest = by_size[0], by_size[-1]
             rows.append(
                 {
@@ -125,9 +131,12 @@ def format_leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
             continue
         f1 = f"{r['test_macro_f1']:.4f}" if r["test_macro_f1"] is not None else "-"
         lines.append(
-            start + f"{f1:>8} {r['backend']:<12} {r['latency_batch_size']:>3} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} {r['samples_per_s']:>10.0f}"
+            start
+            + f"{f1:>8} {r['backend']:<12} {r['latency_batch_size']:>3} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} {r['samples_per_s']:>10.0f}"
         )
-    lines.append("(* = the backbone's overall best trial; latency at the smallest batch size, throughput at the largest)")
+    lines.append(
+        "(* = the backbone's overall best trial; latency at the smallest batch size, throughput at the largest)"
+    )
     return "\n".join(lines)
 
 
@@ -166,7 +175,13 @@ def plot_leaderboard(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
-def log_leaderboard(client: MlflowClient, benchmark_experiment: Mapping[str, str], root_dir: Path, rows: Sequence[Mapping[str, Any]], chart: Path) -> str:
+def log_leaderboard(
+    client: MlflowClient,
+    benchmark_experiment: Mapping[str, str],
+    root_dir: Path,
+    rows: Sequence[Mapping[str, Any]],
+    chart: Path,
+) -> str:
     """A FINISHED MLflow run in the benchmark experiment, tagged ``benchmark_pipeline.leaderboard``, holding
     ``leaderboard.json``, ``leaderboard.txt`` and ``accuracy_vs_latency.png``; returns its run id."""
     experiment_id = benchmark_experiment.get("id") or get_or_create_experiment(
@@ -175,12 +190,16 @@ def log_leaderboard(client: MlflowClient, benchmark_experiment: Mapping[str, str
     run_id = client.create_run(experiment_id, run_name="leaderboard", tags={LEADERBOARD_TAG: "true"}).info.run_id
     try:
         with tempfile.TemporaryDirectory(prefix="leaderboard_") as scratch:
-            (Path(scratch) / "leaderboard.json").write_text(json.dumps(list(rows), indent=2, sort_keys=True), encoding="utf-8")
+            (Path(scratch) / "leaderboard.json").write_text(
+                json.dumps(list(rows), indent=2, sort_keys=True), encoding="utf-8"
+            )
             (Path(scratch) / "leaderboard.txt").write_text(format_leaderboard_table(rows) + "\n", encoding="utf-8")
             for name in ("leaderboard.json", "leaderboard.txt"):
                 client.log_artifact(run_id, str(Path(scratch) / name))
         client.log_artifact(run_id, str(chart))
-        client.set_tag(run_id, "benchmarked_picks", str(len({r["benchmark_key"] for r in rows if r["status"] == "benchmarked"})))
+        client.set_tag(
+            run_id, "benchmarked_picks", str(len({r["benchmark_key"] for r in rows if r["status"] == "benchmarked"}))
+        )
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise

@@ -60,11 +60,19 @@ class LeaseTimeoutError(TimeoutError):
     """Another machine held the key's lease for longer than the timeout."""
 
 
-def live_leases(client: MlflowClient, experiment_id: str, benchmark_key: str, dead_scope: str | None = None, now: float | None = None) -> list[Run]:
+def live_leases(
+    client: MlflowClient,
+    experiment_id: str,
+    benchmark_key: str,
+    dead_scope: str | None = None,
+    now: float | None = None,
+) -> list[Run]:
     """RUNNING runs of ``benchmark_key`` with a fresh heartbeat, holder first (earliest start, then run id);
     leases of ``dead_scope`` (the scope whose ``flock`` the caller holds: their holders are dead) excluded."""
     now = time.time() if now is None else now
-    running = search_all_runs(client, [experiment_id], f"tags.`{TAG_BENCHMARK_KEY}` = '{benchmark_key}' and attributes.status = 'RUNNING'")
+    running = search_all_runs(
+        client, [experiment_id], f"tags.`{TAG_BENCHMARK_KEY}` = '{benchmark_key}' and attributes.status = 'RUNNING'"
+    )
     fresh = []
     for run in running:
         try:
@@ -116,13 +124,19 @@ def mlflow_lease(
                 yield None
                 return
             if time.monotonic() > deadline:
-                raise LeaseTimeoutError(f"another machine has held the MLflow lease on benchmark {benchmark_key} for over {timeout_s:.0f}s")
+                raise LeaseTimeoutError(
+                    f"another machine has held the MLflow lease on benchmark {benchmark_key} for over {timeout_s:.0f}s"
+                )
             time.sleep(LEASE_POLL_S)
         if waited and is_done():  # the holder finished between two polls
             yield None
             return
         run_id = create_run()
-        tags = {TAG_LEASE_OWNER: owner, TAG_LEASE_HEARTBEAT: f"{time.time():.0f}", **({TAG_LEASE_SCOPE: scope} if scope else {})}
+        tags = {
+            TAG_LEASE_OWNER: owner,
+            TAG_LEASE_HEARTBEAT: f"{time.time():.0f}",
+            **({TAG_LEASE_SCOPE: scope} if scope else {}),
+        }
         try:
             client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
             time.sleep(LEASE_SETTLE_S)
@@ -137,11 +151,17 @@ def mlflow_lease(
         if holders and holders[0].info.run_id == run_id:
             break
         # Lost the race: this run must not look like a benchmark attempt; wait for the holder instead.
-        logger.info("benchmark %s: another machine holds the lease (MLflow run %s); waiting", benchmark_key, holders[0].info.run_id if holders else "?")
+        logger.info(
+            "benchmark %s: another machine holds the lease (MLflow run %s); waiting",
+            benchmark_key,
+            holders[0].info.run_id if holders else "?",
+        )
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         client.delete_run(run_id)
     stop = threading.Event()
-    beating = threading.Thread(target=_heartbeat, args=(client, run_id, stop), name=f"lease-{benchmark_key[:12]}", daemon=True)
+    beating = threading.Thread(
+        target=_heartbeat, args=(client, run_id, stop), name=f"lease-{benchmark_key[:12]}", daemon=True
+    )
     beating.start()
     try:
         yield run_id

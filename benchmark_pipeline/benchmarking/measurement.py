@@ -67,7 +67,7 @@ def summarize(samples_ns: np.ndarray, batch_size: int) -> LatencyStats:
     stdev = float(ms.std(ddof=1)) if len(ms) > 1 else 0.0
     p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
     return LatencyStats(
-        count=int(len(ms)),
+        count=len(ms),
         mean_ms=mean,
         p50_ms=p50,
         p90_ms=p90,

@@ -70,11 +70,15 @@ def task_metrics(task: str | None, outputs: np.ndarray, labels: np.ndarray) -> d
     chosen = task or infer_task(outputs, labels)
     if chosen == TOKEN_CLASSIFICATION:
         if labels.shape != outputs.shape[:-1]:
-            raise ValueError(f"token-classification labels have shape {labels.shape}; the output has shape {outputs.shape}")
+            raise ValueError(
+                f"token-classification labels have shape {labels.shape}; the output has shape {outputs.shape}"
+            )
         return {"test_macro_f1": macro_f1(outputs.argmax(-1), labels, int(outputs.shape[-1]))}
     if chosen == SEQUENCE_CLASSIFICATION:
         if labels.shape != outputs.shape[:1]:
-            raise ValueError(f"sequence-classification labels have shape {labels.shape}; expected one per example, {outputs.shape[:1]}")
+            raise ValueError(
+                f"sequence-classification labels have shape {labels.shape}; expected one per example, {outputs.shape[:1]}"
+            )
         return {"test_accuracy": accuracy(outputs.argmax(-1), labels)}
     value = load_callable(chosen, "benchmark_config.task")(outputs, labels)
     if isinstance(value, dict):

@@ -20,7 +20,14 @@ from mlflow.entities import Metric, Param, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.benchmarking.cache import cache_path, load_cache_file, read_cache_entry, trusted_entry, write_cache_entry
+from benchmark_pipeline import contract
+from benchmark_pipeline.benchmarking.cache import (
+    cache_path,
+    load_cache_file,
+    read_cache_entry,
+    trusted_entry,
+    write_cache_entry,
+)
 from benchmark_pipeline.benchmarking.claims import try_benchmark_claim
 from benchmark_pipeline.benchmarking.existence import (
     BENCHMARK_KEY_TAG,
@@ -32,12 +39,21 @@ from benchmark_pipeline.benchmarking.existence import (
 )
 from benchmark_pipeline.benchmarking.keys import parse_benchmark_key
 from benchmark_pipeline.benchmarking.report import plot_latency
-from benchmark_pipeline import contract
 from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable
 
 logger = logging.getLogger(__name__)
 
-_STAT_NAMES = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "cv", "throughput_samples_per_s", "peak_rss_mb")
+_STAT_NAMES = (
+    "mean_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "stdev_ms",
+    "cv",
+    "throughput_samples_per_s",
+    "peak_rss_mb",
+)
 
 
 def benchmark_run_tags(benchmark_key: str, hpo_run_id: str | None) -> dict[str, str]:
@@ -55,7 +71,13 @@ def benchmark_run_tags(benchmark_key: str, hpo_run_id: str | None) -> dict[str, 
 
 
 def _runs_with_token(client: MlflowClient, experiment_id: str, token: str) -> list[str]:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TOKEN_TAG}` = '{token}'", run_view_type=ViewType.ACTIVE_ONLY, max_results=10, order_by=["attributes.start_time ASC"])
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_TOKEN_TAG}` = '{token}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=10,
+        order_by=["attributes.start_time ASC"],
+    )
     return sorted(r.info.run_id for r in runs)
 
 
@@ -73,7 +95,11 @@ def start_benchmark_run(client: MlflowClient, experiment_id: str, benchmark_key:
     failure: Exception | None = None
     created: str | None = None
     try:
-        created = str(client.create_run(experiment_id, run_name=f"benchmark_{parts.backbone}_{parts.variant}", tags=tags).info.run_id)
+        created = str(
+            client.create_run(
+                experiment_id, run_name=f"benchmark_{parts.backbone}_{parts.variant}", tags=tags
+            ).info.run_id
+        )
     except (MlflowException, OSError) as error:
         failure = error  # the server may still have created it: look before giving up
     existing = _runs_with_token(client, experiment_id, token)
@@ -128,7 +154,9 @@ def _reusable_run(client: MlflowClient, run_id: str | None) -> str | None:
     return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
 
 
-def upload_pending(client: MlflowClient, experiment_id: str, cache_directory: Path, benchmark_key: str, *, verify_logged: bool = False) -> str | None:
+def upload_pending(
+    client: MlflowClient, experiment_id: str, cache_directory: Path, benchmark_key: str, *, verify_logged: bool = False
+) -> str | None:
     """Upload one cached result not in MLflow; the caller holds the key's claim. Returns the FINISHED run id
     (``None`` when there was nothing to upload).
 
@@ -150,7 +178,11 @@ def upload_pending(client: MlflowClient, experiment_id: str, cache_directory: Pa
         run_id = finished.info.run_id
         stored = download_result(client, run_id)
         if stored != result:
-            logger.warning("benchmark %s: MLflow run %s already holds a result; the cached one (measured again) is replaced by it", benchmark_key, run_id)
+            logger.warning(
+                "benchmark %s: MLflow run %s already holds a result; the cached one (measured again) is replaced by it",
+                benchmark_key,
+                run_id,
+            )
         result = stored
     else:
         run_id = _reusable_run(client, entry["mlflow"].get("run_id"))
@@ -224,5 +256,7 @@ def upload_pending_benchmarks(
         except (MlflowException, OSError) as error:
             logger.warning("could not upload cached benchmark %s: %s", key, error)
         except (KeyError, TypeError, ValueError) as error:
-            logger.warning("cached benchmark %s is not a complete result (%s: %s); not uploaded", key, type(error).__name__, error)
+            logger.warning(
+                "cached benchmark %s is not a complete result (%s: %s); not uploaded", key, type(error).__name__, error
+            )
     return uploaded

@@ -21,7 +21,14 @@ from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.backends import BACKENDS, ONNXRUNTIME, PYTORCH, ModelFileError
 
 #: Every file a backend may read from a model folder.
-MODEL_FILES = (contract.ONNX_FILE, contract.TORCH_EXPORT_FILE, contract.HF_CONFIG_FILE, contract.HF_WEIGHTS_FILE, contract.CHECKPOINT_FILE, contract.TRIAL_META_FILE)
+MODEL_FILES = (
+    contract.ONNX_FILE,
+    contract.TORCH_EXPORT_FILE,
+    contract.HF_CONFIG_FILE,
+    contract.HF_WEIGHTS_FILE,
+    contract.CHECKPOINT_FILE,
+    contract.TRIAL_META_FILE,
+)
 
 ROUTE_TORCH_EXPORT = "torch.export"
 ROUTE_HUGGING_FACE = "huggingface"
@@ -60,14 +67,19 @@ def files_looked_for(backend: str) -> str:
     )
 
 
-def plan_backends(folder: Path, requested: Sequence[str] | None, model_factory: str | None, trial: str) -> tuple[list[str], dict[str, str]]:
+def plan_backends(
+    folder: Path, requested: Sequence[str] | None, model_factory: str | None, trial: str
+) -> tuple[list[str], dict[str, str]]:
     """``(backends to run, why each other backend does not run)``.
 
     ``requested`` (``benchmark_config.backends``) is a demand: a listed backend without its model file is a
     :class:`ModelFileError` naming the trial and the files looked for. Left out, every backend the folder has
     a model for runs; none at all is an error too.
     """
-    available = {ONNXRUNTIME: (folder / contract.ONNX_FILE).is_file(), PYTORCH: find_torch_model(folder, model_factory) is not None}
+    available = {
+        ONNXRUNTIME: (folder / contract.ONNX_FILE).is_file(),
+        PYTORCH: find_torch_model(folder, model_factory) is not None,
+    }
     if requested is not None:
         missing = [b for b in requested if not available[b]]
         if missing:
@@ -79,9 +91,13 @@ def plan_backends(folder: Path, requested: Sequence[str] | None, model_factory: 
         reasons = {b: "not in benchmark_config.backends" for b in BACKENDS if b not in chosen}
     else:
         chosen = [b for b in BACKENDS if available[b]]
-        reasons = {b: f"no model file: looked for {files_looked_for(b)} in {folder}" for b in BACKENDS if not available[b]}
+        reasons = {
+            b: f"no model file: looked for {files_looked_for(b)} in {folder}" for b in BACKENDS if not available[b]
+        }
         if not chosen:
-            raise ModelFileError(f"trial {trial}: {folder} holds no model file for any backend; looked for {contract.ONNX_FILE}, {files_looked_for(PYTORCH)}")
+            raise ModelFileError(
+                f"trial {trial}: {folder} holds no model file for any backend; looked for {contract.ONNX_FILE}, {files_looked_for(PYTORCH)}"
+            )
     return chosen, reasons
 
 
@@ -104,11 +120,15 @@ def resolve_model_dir(
     if folder and Path(folder).exists():
         resolved = Path(folder).resolve()
         if not any(resolved.is_relative_to(root) for root in allowed_roots):
-            raise ModelFileError(f"trial_dir {folder} is outside the configured HPO folders {[str(r) for r in allowed_roots]}")
+            raise ModelFileError(
+                f"trial_dir {folder} is outside the configured HPO folders {[str(r) for r in allowed_roots]}"
+            )
         present = [resolved / name for name in MODEL_FILES if (resolved / name).is_file()]
         for path in present:
             if not any(path.resolve().is_relative_to(root) for root in allowed_roots):
-                raise ModelFileError(f"model file {path} resolves to {path.resolve()}, outside the configured HPO folders {[str(r) for r in allowed_roots]}; not read")
+                raise ModelFileError(
+                    f"model file {path} resolves to {path.resolve()}, outside the configured HPO folders {[str(r) for r in allowed_roots]}; not read"
+                )
         if present:
             return resolved
     run_id = trial_info.get("run_id")
@@ -116,7 +136,9 @@ def resolve_model_dir(
         try:
             downloaded = client.download_artifacts(run_id, contract.MODEL_ARTIFACT_DIR, str(download_root))
         except (MlflowException, OSError) as error:
-            raise ModelFileError(f"cannot download the model of HPO run {run_id} (artifact folder {contract.MODEL_ARTIFACT_DIR}/): {error}") from None
+            raise ModelFileError(
+                f"cannot download the model of HPO run {run_id} (artifact folder {contract.MODEL_ARTIFACT_DIR}/): {error}"
+            ) from None
         return Path(downloaded)
     raise ModelFileError(
         f"no model for trial {trial_info.get('trial_id')} of {trial_info.get('backbone')}: "

@@ -51,13 +51,13 @@ from benchmark_pipeline.benchmarking.runner import run_benchmark
 from benchmark_pipeline.config import resolve_test_data, validate_benchmark_config
 from benchmark_pipeline.selection.shapes import iter_trial_infos, map_trial_infos
 from benchmark_pipeline.tracking import (
-    client_or_default,
     MlflowUnavailableError,
+    client_or_default,
     client_tracking_uri,
     default_artifact_location,
     ensure_reachable,
-    reachable_client,
     get_or_create_experiment,
+    reachable_client,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ def _benchmark_experiment_id(client: MlflowClient | None, experiment: Mapping[st
         return None
     if experiment.get("id"):
         return str(experiment["id"])
-    return get_or_create_experiment(client, experiment["name"], default_artifact_location(client_tracking_uri(client), root_dir))
+    return get_or_create_experiment(
+        client, experiment["name"], default_artifact_location(client_tracking_uri(client), root_dir)
+    )
 
 
 def filter_missing_benchmarks(
@@ -151,7 +153,11 @@ class _Stores:
             except (MlflowException, OSError) as error:
                 logger.warning("could not upload the cached benchmark %s: %s", key, error)
         found = find_existing_benchmark(key, dict(self.experiment), self.root_dir, self.environment, self.client)
-        return None if found is None else {**found, "status": "existing", "cache_path": str(cache_path(self.cache_directory, key))}
+        return (
+            None
+            if found is None
+            else {**found, "status": "existing", "cache_path": str(cache_path(self.cache_directory, key))}
+        )
 
     @contextlib.contextmanager
     def leased_run(self, key: str, hpo_run_id: str | None) -> Iterator[tuple[bool, str | None]]:
@@ -175,7 +181,9 @@ class _Stores:
                     )
                 )  # fmt: skip
             except (MlflowException, OSError) as error:
-                logger.warning("cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error)
+                logger.warning(
+                    "cannot create the MLflow run for %s (%s); the result will be cached on disk only", key, error
+                )
                 yield True, None
                 return
             yield run_id is not None, run_id
@@ -197,7 +205,9 @@ class _Stores:
         try:
             cache_file = write_cache_entry(self.cache_directory, key, result, run_id, mlflow_logged=False)
         except OSError as error:
-            problems.append(f"cannot write the benchmark cache {cache_path(self.cache_directory, key)}: {type(error).__name__}: {error}")
+            problems.append(
+                f"cannot write the benchmark cache {cache_path(self.cache_directory, key)}: {type(error).__name__}: {error}"
+            )
             logger.error("benchmark %s finished but %s", key, problems[-1])
         logged = False
         if run_id is not None and self.client is not None:
@@ -208,7 +218,12 @@ class _Stores:
                 logged = True
             except (MlflowUnavailableError, MlflowException, OSError) as error:
                 problems.append(f"cannot log it to MLflow run {run_id}: {type(error).__name__}: {error}")
-                logger.warning("benchmark %s finished but is not in MLflow yet (%s); it is uploaded from %s on the next pass", key, error, cache_file)
+                logger.warning(
+                    "benchmark %s finished but is not in MLflow yet (%s); it is uploaded from %s on the next pass",
+                    key,
+                    error,
+                    cache_file,
+                )
         else:
             problems.append("no MLflow run to log it to")
         if not logged and cache_file is None:
@@ -219,8 +234,20 @@ class _Stores:
             try:
                 write_cache_entry(self.cache_directory, key, result, run_id, mlflow_logged=True)
             except OSError as error:  # MLflow holds it; the entry still says pending and is reconciled later
-                logger.warning("benchmark %s is in MLflow run %s but its cache entry %s could not be marked logged: %s", key, run_id, cache_file, error)
-        return {**result, "status": "benchmarked", "mlflow_run_id": run_id, "mlflow_logged": logged, "cache_path": str(cache_file) if cache_file else None}
+                logger.warning(
+                    "benchmark %s is in MLflow run %s but its cache entry %s could not be marked logged: %s",
+                    key,
+                    run_id,
+                    cache_file,
+                    error,
+                )
+        return {
+            **result,
+            "status": "benchmarked",
+            "mlflow_run_id": run_id,
+            "mlflow_logged": logged,
+            "cache_path": str(cache_file) if cache_file else None,
+        }
 
 
 class ResultNotStoredError(RuntimeError):
@@ -234,7 +261,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     Only where nobody handles SIGTERM yet (Dagster maps it to its own interrupt already) and on the main
     thread (the only one Python delivers signals to).
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
 
@@ -278,10 +308,19 @@ def benchmark_best_trials(
     else downloaded from its HPO run's MLflow artifacts (:mod:`~benchmark_pipeline.benchmarking.model_files`).
     """
     validate_benchmark_config(benchmark_config)
-    test_data = Path(test_data_path) if test_data_path is not None else resolve_test_data(benchmark_config, Path(root_dir))
+    test_data = (
+        Path(test_data_path) if test_data_path is not None else resolve_test_data(benchmark_config, Path(root_dir))
+    )
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
     client = reachable_client(client_or_default(mlflow_client))
-    stores = _Stores(client, experiment, _benchmark_experiment_id(client, experiment, Path(root_dir)), cache_dir(root_dir, environment), Path(root_dir), environment)
+    stores = _Stores(
+        client,
+        experiment,
+        _benchmark_experiment_id(client, experiment, Path(root_dir)),
+        cache_dir(root_dir, environment),
+        Path(root_dir),
+        environment,
+    )
     hpo_dirs = [hpo_output_dir, *(info.get("hpo_output_dir") for info in iter_trial_infos(best_trials))]
     allowed_roots = allowed_model_roots(Path(root_dir), environment, hpo_dirs)
     failures: dict[str, str] = {}
@@ -293,14 +332,30 @@ def benchmark_best_trials(
             with benchmark_claim(stores.cache_directory, key):
                 found = stores.existing(key)
                 if found is not None:
-                    logger.info("benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id"))
+                    logger.info(
+                        "benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id")
+                    )
                     return found
                 with stores.leased_run(key, trial_info.get("run_id")) as (go, run_id):
                     if not go:
                         found = stores.existing(key)
-                        logger.info("benchmark %s was made on another machine meanwhile (MLflow run %s); not run again", key, found and found.get("mlflow_run_id"))
+                        logger.info(
+                            "benchmark %s was made on another machine meanwhile (MLflow run %s); not run again",
+                            key,
+                            found and found.get("mlflow_run_id"),
+                        )
                         return found
-                    return _run_and_persist(stores, key, run_id, trial_info, allowed_roots, test_data, data_config, benchmark_config, progress)
+                    return _run_and_persist(
+                        stores,
+                        key,
+                        run_id,
+                        trial_info,
+                        allowed_roots,
+                        test_data,
+                        data_config,
+                        benchmark_config,
+                        progress,
+                    )
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:
@@ -329,7 +384,9 @@ def _run_and_persist(
     try:
         with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
             model_dir = resolve_model_dir(trial_info, allowed_roots, stores.client, Path(download_root))
-            result = run_benchmark(key, trial_info, model_dir, test_data, data_config, benchmark_config, progress).to_dict()
+            result = run_benchmark(
+                key, trial_info, model_dir, test_data, data_config, benchmark_config, progress
+            ).to_dict()
     except BaseException as error:
         interrupted = isinstance(error, (KeyboardInterrupt, SystemExit)) or not isinstance(error, Exception)
         stores.end_run(run_id, "KILLED" if interrupted else "FAILED", f"{type(error).__name__}: {error}")

@@ -46,7 +46,9 @@ def format_benchmark_table(results: Mapping[str, Any]) -> str:
     for result in iter_trial_infos(results):
         rows = benchmark_rows(result)
         if not rows:
-            lines.append(f"{result['backbone']:<18} {result['variant']:<8} {result.get('status', '?')}: {result['benchmark_key']}")
+            lines.append(
+                f"{result['backbone']:<18} {result['variant']:<8} {result.get('status', '?')}: {result['benchmark_key']}"
+            )
         for row in rows:
             lines.append(
                 f"{row['backbone']:<18} {row['variant']:<8} {row['batch_size']:>5} {row['backend']:<12} {row['provider']:<22} "
@@ -61,7 +63,9 @@ def plot_latency(result: Mapping[str, Any], path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     backends = sorted({m["backend"] for m in result["measurements"]})
     for backend in backends:
-        points = sorted((m["batch_size"], m["p50_ms"], m["p95_ms"]) for m in result["measurements"] if m["backend"] == backend)
+        points = sorted(
+            (m["batch_size"], m["p50_ms"], m["p95_ms"]) for m in result["measurements"] if m["backend"] == backend
+        )
         sizes = [p[0] for p in points]
         line = axis.plot(sizes, [p[1] for p in points], marker="o", label=f"{backend} p50")[0]
         axis.plot(sizes, [p[2] for p in points], linestyle="--", color=line.get_color(), label=f"{backend} p95")

@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from benchmark_pipeline.benchmarking.backends import ONNXRUNTIME, PYTORCH, ModelFileError
-from benchmark_pipeline.benchmarking.inputs import SYNTHETIC_EXAMPLES, InputSpec, ModelInputs, load_test_data, synthesize_inputs
+from benchmark_pipeline.benchmarking.inputs import (
+    SYNTHETIC_EXAMPLES,
+    InputSpec,
+    ModelInputs,
+    load_test_data,
+    synthesize_inputs,
+)
 from benchmark_pipeline.benchmarking.measurement import summarize, time_calls
 from benchmark_pipeline.benchmarking.metrics import task_metrics
 from benchmark_pipeline.benchmarking.model_files import find_torch_model, plan_backends
@@ -72,15 +78,23 @@ def _evaluate(run: Callable[[dict[str, np.ndarray]], np.ndarray], data: ModelInp
     return np.concatenate([run(chunk) for chunk in data.chunks(EVALUATION_CHUNK)])
 
 
-def _compare(onnx_out: np.ndarray, torch_out: np.ndarray, data: ModelInputs, tolerance: float, where: str) -> dict[str, float]:
+def _compare(
+    onnx_out: np.ndarray, torch_out: np.ndarray, data: ModelInputs, tolerance: float, where: str
+) -> dict[str, float]:
     if onnx_out.shape != torch_out.shape:
-        raise ModelFileError(f"{where}: ONNX output shape {onnx_out.shape} differs from PyTorch's {torch_out.shape}; they are not the same model")
-    difference = float(np.max(np.abs(onnx_out.astype(np.float64) - torch_out.astype(np.float64)))) if onnx_out.size else 0.0
+        raise ModelFileError(
+            f"{where}: ONNX output shape {onnx_out.shape} differs from PyTorch's {torch_out.shape}; they are not the same model"
+        )
+    difference = (
+        float(np.max(np.abs(onnx_out.astype(np.float64) - torch_out.astype(np.float64)))) if onnx_out.size else 0.0
+    )
     compared = {"max_abs_output_diff": difference, "output_tolerance": tolerance}
     if onnx_out.ndim >= 2:
         agree = onnx_out.argmax(-1) == torch_out.argmax(-1)
         mask = data.token_mask()
-        compared["prediction_agreement"] = float(np.mean(agree[mask] if mask is not None and mask.shape == agree.shape else agree))
+        compared["prediction_agreement"] = float(
+            np.mean(agree[mask] if mask is not None and mask.shape == agree.shape else agree)
+        )
     if difference > tolerance:
         raise ModelFileError(
             f"{where}: ONNX and PyTorch outputs differ by up to {difference:.3g} on the same inputs "
@@ -89,7 +103,9 @@ def _compare(onnx_out: np.ndarray, torch_out: np.ndarray, data: ModelInputs, tol
     return compared
 
 
-def _inputs(test_data_path: Path | None, specs: list[InputSpec] | None, config: Mapping[str, Any], trial: str) -> ModelInputs:
+def _inputs(
+    test_data_path: Path | None, specs: list[InputSpec] | None, config: Mapping[str, Any], trial: str
+) -> ModelInputs:
     max_length = int(config["max_length"])
     if test_data_path is not None:
         return load_test_data(Path(test_data_path), specs, max_length)
@@ -120,7 +136,9 @@ def run_benchmark(
     report = progress or (lambda message: logger.info(message))
     max_length = int(config["max_length"])
     if "max_length" in data_config and max_length > int(data_config["max_length"]):
-        raise ValueError(f"benchmark_config.max_length ({max_length}) exceeds data_config.max_length ({data_config['max_length']}), the longest sequence the models were built for")
+        raise ValueError(
+            f"benchmark_config.max_length ({max_length}) exceeds data_config.max_length ({data_config['max_length']}), the longest sequence the models were built for"
+        )
     trial = f"{trial_info.get('trial_id')} of {trial_info.get('backbone')}"
     factory = (config.get("pytorch") or {}).get("model_factory")
     backends, not_run = plan_backends(Path(model_dir), config.get("backends"), factory, trial)
@@ -142,7 +160,15 @@ def run_benchmark(
             outputs[PYTORCH] = _evaluate(torch_model.run, data)
         quality: dict[str, float] = {"test_examples": float(len(data))}
         if onnx is not None and torch_model is not None:
-            quality.update(_compare(outputs[ONNXRUNTIME], outputs[PYTORCH], data, float(config.get("output_tolerance", 1e-3)), f"trial {trial} ({model_dir})"))
+            quality.update(
+                _compare(
+                    outputs[ONNXRUNTIME],
+                    outputs[PYTORCH],
+                    data,
+                    float(config.get("output_tolerance", 1e-3)),
+                    f"trial {trial} ({model_dir})",
+                )
+            )
         if data.labels is not None:
             quality.update(task_metrics(config.get("task"), next(iter(outputs.values())), data.labels))
 
@@ -159,7 +185,9 @@ def run_benchmark(
                 assert torch_model is not None
                 call, provider = _torch_call(torch_model.forward, torch_model.to_device(feeds)), torch_model.provider
             providers_used[backend] = provider
-            samples = time_calls(call, int(config["warmup"]), int(config["iterations"]), float(config.get("min_duration_s", 0.0)))
+            samples = time_calls(
+                call, int(config["warmup"]), int(config["iterations"]), float(config.get("min_duration_s", 0.0))
+            )
             stats = summarize(samples, batch_size)
             measurements.append({"backend": backend, "batch_size": batch_size, "provider": provider, **stats.to_dict()})
             elapsed = time.monotonic() - started
@@ -186,14 +214,16 @@ def run_benchmark(
         started_at=started_at,
         duration_s=time.monotonic() - started,
         providers_used=providers_used,
-        backends={**{b: "ran" for b in backends}, **not_run},
+        backends={**dict.fromkeys(backends, "ran"), **not_run},
         inputs=data.origin,
         pytorch_route=torch_model.route if torch_model is not None else None,
     )
 
 
 # Calls are built by functions, not closures in the loop, so each binds its own backend and batch.
-def _onnx_call(run_all: Callable[[dict[str, np.ndarray]], object], feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+def _onnx_call(
+    run_all: Callable[[dict[str, np.ndarray]], object], feeds: dict[str, np.ndarray]
+) -> Callable[[], object]:
     return lambda: run_all(feeds)
 
 

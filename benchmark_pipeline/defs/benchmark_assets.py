@@ -8,7 +8,6 @@ built from; Dagster also records the ``best_trial`` version it read), see
 :mod:`~benchmark_pipeline.defs.partition_runs`.
 """
 
-
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,11 @@ import dagster as dg
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path
 from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, stale_running_runs
 from benchmark_pipeline.benchmarking.keys import key_for_trial
-from benchmark_pipeline.benchmarking.orchestrator import BenchmarkFailedError, benchmark_best_trials, filter_missing_benchmarks
+from benchmark_pipeline.benchmarking.orchestrator import (
+    BenchmarkFailedError,
+    benchmark_best_trials,
+    filter_missing_benchmarks,
+)
 from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S, PipelineConfig
 from benchmark_pipeline.defs.checks import PROVIDER_MATCHES_CONFIG, provider_matches_result
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
@@ -47,20 +50,42 @@ def _nested(trials: Mapping[str, dict[str, Any]], per_variant: bool) -> dict[str
     return shaped
 
 
-def _run_missing(context: dg.AssetExecutionContext, config: PipelineConfig, client: Any, trials: dict[str, dict[str, Any]], per_variant: bool) -> dict[str, dict[str, Any]]:
+def _run_missing(
+    context: dg.AssetExecutionContext,
+    config: PipelineConfig,
+    client: Any,
+    trials: dict[str, dict[str, Any]],
+    per_variant: bool,
+) -> dict[str, dict[str, Any]]:
     """``{benchmark key: result}`` for the step's trials: one existence check for all of them, then the stored
     result of each existing key and a benchmark of each missing one."""
-    keys = {partition: key_for_trial(info, config.data_config, config.benchmark_config) for partition, info in trials.items()}
+    keys = {
+        partition: key_for_trial(info, config.data_config, config.benchmark_config)
+        for partition, info in trials.items()
+    }
     missing = filter_missing_benchmarks(
-        _nested(trials, per_variant), config.benchmark_experiment(), config.benchmark_config, config.data_config,
-        config.root_dir, config.environment, client,
+        _nested(trials, per_variant),
+        config.benchmark_experiment(),
+        config.benchmark_config,
+        config.data_config,
+        config.root_dir,
+        config.environment,
+        client,
     )
-    missing_keys = {key_for_trial(info, config.data_config, config.benchmark_config) for info in iter_trial_infos(missing)}
+    missing_keys = {
+        key_for_trial(info, config.data_config, config.benchmark_config) for info in iter_trial_infos(missing)
+    }
     results: dict[str, dict[str, Any]] = {}
     todo: dict[str, dict[str, Any]] = {}
     lookup = reachable_client(client) if set(keys.values()) - missing_keys else None
     for partition, key in keys.items():
-        found = None if key in missing_keys else find_existing_benchmark(key, config.benchmark_experiment(), config.root_dir, config.environment, lookup)
+        found = (
+            None
+            if key in missing_keys
+            else find_existing_benchmark(
+                key, config.benchmark_experiment(), config.root_dir, config.environment, lookup
+            )
+        )
         if found is not None:
             results[key] = {**found, "status": "existing"}
         else:  # missing, or gone since the check (deleted meanwhile): benchmark_best_trials decides under its claim
@@ -95,7 +120,9 @@ def _stale_running_runs(client: Any, config: PipelineConfig) -> dict[str, list[d
         return {}
     older_than = float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
     stale: dict[str, list[dict[str, Any]]] = {}
-    for key, run_id, age_s in stale_running_runs(fetch_benchmark_runs(client, config.benchmark_experiment()), older_than):
+    for key, run_id, age_s in stale_running_runs(
+        fetch_benchmark_runs(client, config.benchmark_experiment()), older_than
+    ):
         stale.setdefault(key, []).append({"run_id": run_id, "running_for_s": round(age_s)})
     return stale
 
@@ -109,7 +136,14 @@ def _iter_results(results: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield from entry.values()
 
 
-def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any, settings: PipelineSettings, mlflow: MlflowResource, per_variant: bool) -> Iterator[Any]:
+def _benchmark(
+    context: dg.AssetExecutionContext,
+    asset_name: str,
+    selected: Any,
+    settings: PipelineSettings,
+    mlflow: MlflowResource,
+    per_variant: bool,
+) -> Iterator[Any]:
     config = settings.load()
     client = mlflow.client()
     trials = input_by_partition(context, selected)
@@ -118,7 +152,9 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
     # For the MLflow run links of results that do not name their experiment (none while MLflow is down).
     reachable = reachable_client(client)
     needs_id = any(r.get("mlflow_run_id") and not r.get("mlflow_experiment_id") for r in by_key.values())
-    experiment_id = resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None and needs_id else None
+    experiment_id = (
+        resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None and needs_id else None
+    )
     stale = _stale_running_runs(reachable, config)
     device = config.benchmark_config.get("device", "cpu")
     outputs: dict[str, PartitionResult] = {}
@@ -127,7 +163,9 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
         result = by_key[key]
         status = "skipped: already benchmarked" if result["status"] == "existing" else "benchmarked"
         context.log.info(f"benchmark {key}: {status} (MLflow run {result.get('mlflow_run_id')})")
-        url = mlflow_run_url(mlflow.tracking_uri, result.get("mlflow_experiment_id") or experiment_id, result.get("mlflow_run_id"))
+        url = mlflow_run_url(
+            mlflow.tracking_uri, result.get("mlflow_experiment_id") or experiment_id, result.get("mlflow_run_id")
+        )
         chart_file = latency_chart_path(config.root_dir, config.environment, key)
         chart: Path | None = chart_file if result.get("measurements") else None
         if chart is not None and (result["status"] != "existing" or not chart_file.exists()):
@@ -140,7 +178,9 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
         if stale.get(key):
             metadata["stale_running_runs"] = dg.MetadataValue.json(stale[key])
         outputs[partition] = PartitionResult(
-            value=result, benchmark_key=key, metadata=metadata,
+            value=result,
+            benchmark_key=key,
+            metadata=metadata,
             checks=[provider_matches_result(asset_name, result, device)],
         )
     yield from partition_outputs(context, outputs)
@@ -152,13 +192,17 @@ def _benchmark(context: dg.AssetExecutionContext, asset_name: str, selected: Any
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
         dg.AssetCheckSpec(
-            PROVIDER_MATCHES_CONFIG, asset="benchmark_result", partitions_def=backbone_partitions,
+            PROVIDER_MATCHES_CONFIG,
+            asset="benchmark_result",
+            partitions_def=backbone_partitions,
             description="ERROR unless the benchmark ran on the configured device",
         )
     ],
     description="Inference latency of the backbone's best trial: ONNX Runtime and PyTorch across batch sizes.",
 )
-def benchmark_result(context: dg.AssetExecutionContext, best_trial: Any, settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
+def benchmark_result(
+    context: dg.AssetExecutionContext, best_trial: Any, settings: PipelineSettings, mlflow: MlflowResource
+) -> Iterator[Any]:
     yield from _benchmark(context, "benchmark_result", best_trial, settings, mlflow, per_variant=False)
 
 
@@ -168,11 +212,17 @@ def benchmark_result(context: dg.AssetExecutionContext, best_trial: Any, setting
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
         dg.AssetCheckSpec(
-            PROVIDER_MATCHES_CONFIG, asset="benchmark_result_per_variant", partitions_def=backbone_variant_partitions,
+            PROVIDER_MATCHES_CONFIG,
+            asset="benchmark_result_per_variant",
+            partitions_def=backbone_variant_partitions,
             description="ERROR unless the benchmark ran on the configured device",
         )
     ],
     description="Inference latency of the best trial of one backbone × variant.",
 )
-def benchmark_result_per_variant(context: dg.AssetExecutionContext, best_trial_per_variant: Any, settings: PipelineSettings, mlflow: MlflowResource) -> Iterator[Any]:
-    yield from _benchmark(context, "benchmark_result_per_variant", best_trial_per_variant, settings, mlflow, per_variant=True)
+def benchmark_result_per_variant(
+    context: dg.AssetExecutionContext, best_trial_per_variant: Any, settings: PipelineSettings, mlflow: MlflowResource
+) -> Iterator[Any]:
+    yield from _benchmark(
+        context, "benchmark_result_per_variant", best_trial_per_variant, settings, mlflow, per_variant=True
+    )

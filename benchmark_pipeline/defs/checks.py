@@ -29,7 +29,9 @@ def sources_agree_problems(trial_info: Mapping[str, Any]) -> list[str]:
     disagreements = list(trial_info.get("disagreements") or [])
     if not trial_info["sources_agree"]:
         others = ", ".join(f"{d['source']}={str(d['trial_id'])[:12]} ({d['metric']:.6g})" for d in disagreements)
-        problems.append(f"sources pick different trials: {trial_info['source']}={str(trial_info['trial_id'])[:12]} was used; {others}")
+        problems.append(
+            f"sources pick different trials: {trial_info['source']}={str(trial_info['trial_id'])[:12]} was used; {others}"
+        )
     for conflict in trial_info.get("conflicts") or []:
         values = ", ".join(f"{v:.6g}" for v in conflict["values"])
         if conflict["kind"] == "duplicate_runs":
@@ -54,7 +56,9 @@ def sources_agree_result(asset_key: str, trial_info: Mapping[str, Any]) -> dg.As
         check_name=SOURCES_AGREE,
         passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(problems) if problems else "MLflow was consulted, the sources agree and no records conflict",
+        description="; ".join(problems)
+        if problems
+        else "MLflow was consulted, the sources agree and no records conflict",
         metadata={
             "source": trial_info["source"],
             "mlflow_consulted": bool(trial_info.get("mlflow_consulted", True)),

@@ -6,7 +6,6 @@ This is the only module of the Dagster layer that imports the demo; the demo's t
 imported when an asset runs, not when the code location loads.
 """
 
-
 import dagster as dg
 
 from benchmark_pipeline.config import ConfigError, PipelineConfig
@@ -25,7 +24,10 @@ def _demo_config(settings: PipelineSettings) -> PipelineConfig:
         raise dg.Failure(description=f"the embedded demo cannot run with this config: {error}") from None
 
 
-@dg.asset(group_name=DEMO_GROUP, description="The demo's synthetic token-classification dataset (train/validation/test JSONL).")
+@dg.asset(
+    group_name=DEMO_GROUP,
+    description="The demo's synthetic token-classification dataset (train/validation/test JSONL).",
+)
 def demo_dataset(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     from benchmark_pipeline.demo.dataset import write_dataset
 
@@ -47,7 +49,9 @@ def demo_dataset(context: dg.AssetExecutionContext, settings: PipelineSettings) 
     deps=[demo_dataset],
     description="An Optuna sweep that trains, exports to ONNX and records each trial in MLflow, study.db and a trial folder.",
 )
-def hpo_sweep(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> dg.MaterializeResult:
+def hpo_sweep(
+    context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     from benchmark_pipeline.demo.sweep import run_sweep
 
     config = _demo_config(settings)

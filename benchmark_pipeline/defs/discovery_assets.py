@@ -1,6 +1,5 @@
 """``discovered_partitions``: registers the backbone and variant partitions found in the config, MLflow and disk."""
 
-
 import dagster as dg
 
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
@@ -14,7 +13,9 @@ from benchmark_pipeline.discovery import discover_partitions
     description="Registers the backbone and variant partitions found in the config, MLflow and disk "
     "(the discovery sensor does the same on a timer).",
 )
-def discovered_partitions(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> dg.MaterializeResult:
+def discovered_partitions(
+    context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     config = settings.load()
     with forward_core_logs(context):
         found = discover_partitions(config, mlflow.client())
@@ -30,5 +31,3 @@ def discovered_partitions(context: dg.AssetExecutionContext, settings: PipelineS
             "added": dg.MetadataValue.json(added),
         }
     )
-
-

@@ -32,7 +32,6 @@ from upath import UPath
 from benchmark_pipeline.config import PipelineConfig
 
 
-
 def default_io_base_path(config: PipelineConfig) -> str:
     """``{root_dir}/outputs/dagster_io/{environment}``: fine on one machine, to be replaced by a shared URL
     when runs are launched on others."""
@@ -58,7 +57,7 @@ class JsonUPathIOManager(dg.UPathIOManager):
             super().handle_output(context, obj)
             return
         # The same paths load_input reads, one per partition (UPathIOManager's own mapping; private in 1.13).
-        paths = self._get_paths_for_partitions(context)  # noqa: SLF001
+        paths = self._get_paths_for_partitions(context)
         if not isinstance(obj, Mapping) or set(map(str, obj)) != set(map(str, paths)):
             got = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
             raise dg.Failure(
@@ -74,7 +73,9 @@ class JsonUPathIOManager(dg.UPathIOManager):
         try:
             text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
         except (TypeError, ValueError) as error:
-            raise JsonOutputError(f"output of {context.asset_key.to_user_string()} is not JSON data ({error}); it cannot be stored at {path}") from None
+            raise JsonOutputError(
+                f"output of {context.asset_key.to_user_string()} is not JSON data ({error}); it cannot be stored at {path}"
+            ) from None
         if path.protocol in ("", "file", "local"):
             # A reader on another machine (a shared mount) must never see half a file.
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -90,8 +91,12 @@ class JsonUPathIOManager(dg.UPathIOManager):
 class JsonIOManager(dg.ConfigurableIOManagerFactory):
     """Asset outputs as JSON files under ``base_path`` (a folder, or an fsspec URL such as ``s3://bucket/io``)."""
 
-    base_path: str = Field(description="Folder or fsspec URL (s3://, gs://, ...) every machine running steps can read and write.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="Options for the fsspec filesystem (credentials, endpoint).")
+    base_path: str = Field(
+        description="Folder or fsspec URL (s3://, gs://, ...) every machine running steps can read and write."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options for the fsspec filesystem (credentials, endpoint)."
+    )
 
     def create_io_manager(self, context: dg.InitResourceContext) -> JsonUPathIOManager:
         return JsonUPathIOManager(base_path=UPath(self.base_path, **self.storage_options))

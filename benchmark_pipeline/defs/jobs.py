@@ -13,9 +13,7 @@ from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_
 BENCHMARK_POOL_TAG = "benchmark_pipeline/pool"
 BENCHMARK_POOL = "benchmark"
 
-best_trial_job = dg.define_asset_job(
-    "best_trial_job", selection=dg.AssetSelection.assets(best_trial)
-)
+best_trial_job = dg.define_asset_job("best_trial_job", selection=dg.AssetSelection.assets(best_trial))
 best_trial_per_variant_job = dg.define_asset_job(
     "best_trial_per_variant_job", selection=dg.AssetSelection.assets(best_trial_per_variant)
 )
@@ -23,5 +21,7 @@ benchmark_job = dg.define_asset_job(
     "benchmark_job", selection=dg.AssetSelection.assets(benchmark_result), tags={BENCHMARK_POOL_TAG: BENCHMARK_POOL}
 )
 benchmark_per_variant_job = dg.define_asset_job(
-    "benchmark_per_variant_job", selection=dg.AssetSelection.assets(benchmark_result_per_variant), tags={BENCHMARK_POOL_TAG: BENCHMARK_POOL}
+    "benchmark_per_variant_job",
+    selection=dg.AssetSelection.assets(benchmark_result_per_variant),
+    tags={BENCHMARK_POOL_TAG: BENCHMARK_POOL},
 )

@@ -5,7 +5,6 @@ cache), shows a table and an accuracy-vs-latency chart in the UI, and logs both 
 benchmark experiment. Picks not benchmarked yet are listed as such.
 """
 
-
 from typing import Any
 
 import dagster as dg
@@ -55,7 +54,9 @@ def _record(row: dict[str, Any]) -> dg.TableRecord:
     deps=[benchmark_result, benchmark_result_per_variant],
     description="Leaderboard of the best trial of every backbone × variant: accuracy vs latency (reads stored benchmarks).",
 )
-def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource) -> dg.MaterializeResult:
+def leaderboard(
+    context: dg.AssetExecutionContext, settings: PipelineSettings, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     config = settings.load()
     client = mlflow.client()
     with forward_core_logs(context):
@@ -64,7 +65,9 @@ def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, m
         except NoTrialsFoundError as error:
             raise dg.Failure(description=str(error)) from None
     rows = leaderboard_rows(per_variant, overall, stored, config.data_config, config.benchmark_config)
-    chart = plot_leaderboard(rows, config.root_dir / "outputs" / "benchmarking" / config.environment / "charts" / "accuracy_vs_latency.png")
+    chart = plot_leaderboard(
+        rows, config.root_dir / "outputs" / "benchmarking" / config.environment / "charts" / "accuracy_vs_latency.png"
+    )
     table = format_leaderboard_table(rows)
     context.log.info("leaderboard:\n" + table)
     run_id = log_leaderboard(client, config.benchmark_experiment(), config.root_dir, rows, chart)

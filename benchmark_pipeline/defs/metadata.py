@@ -62,7 +62,9 @@ def retrieval_metadata(trial_info: Mapping[str, Any], benchmark_key: str) -> dic
         "source": dg.MetadataValue.text(trial_info["source"]),
         "agreement": dg.MetadataValue.text(agreement_label(trial_info)),
         "trial_id": dg.MetadataValue.text(trial_info["trial_id"]),
-        "trial_number": dg.MetadataValue.int(int(trial_info["trial_number"])) if trial_info.get("trial_number") is not None else dg.MetadataValue.text("unknown"),
+        "trial_number": dg.MetadataValue.int(int(trial_info["trial_number"]))
+        if trial_info.get("trial_number") is not None
+        else dg.MetadataValue.text("unknown"),
         "variant": dg.MetadataValue.text(trial_info["variant"]),
         "metric": dg.MetadataValue.float(float(trial_info["metric"])),
         "metric_name": dg.MetadataValue.text(trial_info["metric_name"]),
@@ -90,9 +92,16 @@ def image_markdown(png: Path, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')})"
 
 
-def benchmark_metadata(result: Mapping[str, Any], status: str, run_url: str | None, chart: Path | None = None) -> dict[str, Any]:
+def benchmark_metadata(
+    result: Mapping[str, Any], status: str, run_url: str | None, chart: Path | None = None
+) -> dict[str, Any]:
     rows = [
-        dg.TableRecord({k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in ("backend", "batch_size", "provider", "p50_ms", "p95_ms", "samples_per_s", "count")})
+        dg.TableRecord(
+            {
+                k: round(row[k], 4) if isinstance(row[k], float) else row[k]
+                for k in ("backend", "batch_size", "provider", "p50_ms", "p95_ms", "samples_per_s", "count")
+            }
+        )
         for row in benchmark_rows(result)
     ]
     metadata: dict[str, Any] = {

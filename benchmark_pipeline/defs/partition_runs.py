@@ -58,20 +58,27 @@ def input_by_partition(context: dg.AssetExecutionContext, value: Any) -> dict[st
 
 def range_data_version(keys_by_partition: Mapping[str, str]) -> dg.DataVersion:
     """One data version for several partitions: a digest of every (partition, benchmark key) pair."""
-    text = "\n".join(f"{partition}={key}" for partition, key in sorted((str(p), k) for p, k in keys_by_partition.items()))
+    text = "\n".join(
+        f"{partition}={key}" for partition, key in sorted((str(p), k) for p, k in keys_by_partition.items())
+    )
     return dg.DataVersion(f"range-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}")
 
 
-def _latest_materializations(context: dg.AssetExecutionContext, partitions: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+def _latest_materializations(
+    context: dg.AssetExecutionContext, partitions: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """This run's materialization of each partition (one event-log query), for the checks to point at."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[str(p) for p in partitions]), limit=len(partitions)
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[str(p) for p in partitions]),
+        limit=len(partitions),
     ).records
     found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
     for record in records:  # newest first
         partition = record.partition_key
         if partition is not None and partition not in found and record.run_id == context.run_id:
-            found[partition] = AssetCheckEvaluationTargetMaterializationData(run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp)
+            found[partition] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
     return found
 
 
@@ -90,9 +97,13 @@ def partition_outputs(context: dg.AssetExecutionContext, results: Mapping[str, P
     )
     # The output's materializations are stored by now (Dagster handles an output before resuming the step).
     targets = _latest_materializations(context, list(results))
-    selected = {spec.name: (output_name, spec) for output_name, spec in context.assets_def.check_specs_by_output_name.items()}
+    selected = {
+        spec.name: (output_name, spec) for output_name, spec in context.assets_def.check_specs_by_output_name.items()
+    }
     for output_name, _spec in selected.values():
-        yield dg.Output(None, output_name=output_name)  # the check's own (valueless) output, as an AssetCheckResult yields
+        yield dg.Output(
+            None, output_name=output_name
+        )  # the check's own (valueless) output, as an AssetCheckResult yields
     for partition, result in results.items():
         for check in result.checks:
             if check.check_name not in selected:

@@ -14,7 +14,9 @@ import dagster as dg
 
 backbone_partitions = dg.DynamicPartitionsDefinition(name="backbone")
 variant_partitions = dg.DynamicPartitionsDefinition(name="variant")
-backbone_variant_partitions = dg.MultiPartitionsDefinition({"backbone": backbone_partitions, "variant": variant_partitions})
+backbone_variant_partitions = dg.MultiPartitionsDefinition(
+    {"backbone": backbone_partitions, "variant": variant_partitions}
+)
 #: A dynamic partitions registry that no asset is partitioned by: it only records which pairs have trials.
 PAIRS_REGISTRY = "backbone_variant_pairs"
 
@@ -33,7 +35,9 @@ def multi_key(backbone: str, variant: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"backbone": backbone, "variant": variant})
 
 
-def missing_partitions(instance: dg.DagsterInstance, backbones: set[str], variants: set[str], pairs: set[tuple[str, str]]) -> dict[str, list[str]]:
+def missing_partitions(
+    instance: dg.DagsterInstance, backbones: set[str], variants: set[str], pairs: set[tuple[str, str]]
+) -> dict[str, list[str]]:
     """Keys to add per registry, from one ``get_dynamic_partitions`` call per registry and a set difference."""
     wanted = {
         "backbone": backbones,

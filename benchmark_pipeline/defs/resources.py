@@ -13,7 +13,13 @@ from typing import Any
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, IO_BASE_PATH_ENV, PipelineConfig, load_config
+from benchmark_pipeline.config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    IO_BASE_PATH_ENV,
+    PipelineConfig,
+    load_config,
+)
 from benchmark_pipeline.defs.io_managers import JsonIOManager, default_io_base_path
 from benchmark_pipeline.tracking import make_client
 
@@ -50,7 +56,13 @@ def default_resources() -> dict[str, Any]:
     settings = PipelineSettings(config_path=os.environ.get("BENCHMARK_PIPELINE_CONFIG") or None)
     config = settings.load()
     tracking_uri: str | dg.EnvVar
-    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else config.mlflow.tracking_uri
-    base_path: str | dg.EnvVar = dg.EnvVar(IO_BASE_PATH_ENV) if os.environ.get(IO_BASE_PATH_ENV) else default_io_base_path(config)
-    mlflow = MlflowResource(tracking_uri=tracking_uri, timeout_s=config.mlflow.timeout_s, max_retries=config.mlflow.max_retries)
+    tracking_uri = (
+        dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else config.mlflow.tracking_uri
+    )
+    base_path: str | dg.EnvVar = (
+        dg.EnvVar(IO_BASE_PATH_ENV) if os.environ.get(IO_BASE_PATH_ENV) else default_io_base_path(config)
+    )
+    mlflow = MlflowResource(
+        tracking_uri=tracking_uri, timeout_s=config.mlflow.timeout_s, max_retries=config.mlflow.max_retries
+    )
     return {"settings": settings, "mlflow": mlflow, "io_manager": JsonIOManager(base_path=base_path)}

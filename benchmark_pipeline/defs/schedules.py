@@ -5,7 +5,6 @@
 (default: 02:00 every day). Per-variant requests cover only pairs that have trials.
 """
 
-
 import os
 from typing import Any
 
@@ -26,10 +25,17 @@ def selection_refresh_schedule(context: dg.ScheduleEvaluationContext) -> Any:
     return [dg.RunRequest(partition_key=b, run_key=f"best_trial:{b}:{stamp}") for b in backbones]
 
 
-@dg.schedule(job=best_trial_per_variant_job, cron_schedule=SELECTION_CRON, description="Refresh best_trial_per_variant for every pair with trials.")
+@dg.schedule(
+    job=best_trial_per_variant_job,
+    cron_schedule=SELECTION_CRON,
+    description="Refresh best_trial_per_variant for every pair with trials.",
+)
 def per_variant_selection_refresh_schedule(context: dg.ScheduleEvaluationContext) -> Any:
     pairs = sorted(context.instance.get_dynamic_partitions(PAIRS_REGISTRY))
     if not pairs:
         return dg.SkipReason("no backbone × variant pair with trials registered yet")
     stamp = context.scheduled_execution_time.isoformat()
-    return [dg.RunRequest(partition_key=multi_key(*split_pair_key(p)), run_key=f"best_trial_per_variant:{p}:{stamp}") for p in pairs]
+    return [
+        dg.RunRequest(partition_key=multi_key(*split_pair_key(p)), run_key=f"best_trial_per_variant:{p}:{stamp}")
+        for p in pairs
+    ]

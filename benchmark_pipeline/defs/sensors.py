@@ -26,7 +26,6 @@ did not stay, the key is left alone and named in the skip reason (something keep
 The skip reason names every skipped partition and key, grouped by why it was skipped.
 """
 
-
 import os
 from collections import Counter
 from typing import Any
@@ -34,10 +33,15 @@ from typing import Any
 import dagster as dg
 
 # Dagster's own run tags for a run's partition (or partition range); not re-exported at the top level in 1.13.
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry
 from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys, stale_running_runs
+from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
 from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S
 from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_job
 from benchmark_pipeline.defs.partitions import (
@@ -50,7 +54,6 @@ from benchmark_pipeline.defs.partitions import (
 )
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.discovery import discover_partitions
-from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
 from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable, resolve_experiment_id
 
 MAX_BENCHMARK_ATTEMPTS = 3
@@ -70,7 +73,9 @@ _IN_PROGRESS = [
 
 def latest_selection_key(instance: dg.DagsterInstance, asset_name: str, partition: str) -> str | None:
     """The full benchmark key in the metadata of a partition's latest materialization."""
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset_name), asset_partitions=[partition]), limit=1).records
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset_name), asset_partitions=[partition]), limit=1
+    ).records
     if not records or records[0].asset_materialization is None:
         return None
     value = records[0].asset_materialization.metadata.get("benchmark_key")
@@ -83,8 +88,14 @@ def _runs_by_key(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatu
 
 
 #: The benchmark assets, and the partitions definition of each (to expand a run's partition range).
-_BENCHMARK_ASSETS = {"benchmark_result": backbone_partitions, "benchmark_result_per_variant": backbone_variant_partitions}
-_BENCHMARK_JOB_ASSETS = {benchmark_job.name: "benchmark_result", benchmark_per_variant_job.name: "benchmark_result_per_variant"}
+_BENCHMARK_ASSETS = {
+    "benchmark_result": backbone_partitions,
+    "benchmark_result_per_variant": backbone_variant_partitions,
+}
+_BENCHMARK_JOB_ASSETS = {
+    benchmark_job.name: "benchmark_result",
+    benchmark_per_variant_job.name: "benchmark_result_per_variant",
+}
 
 
 def in_progress_partitions(instance: dg.DagsterInstance) -> set[tuple[str, str]]:
@@ -110,7 +121,11 @@ def in_progress_partitions(instance: dg.DagsterInstance) -> set[tuple[str, str]]
 
 def benchmark_run_key(benchmark_key: str, generation: int, attempt: int) -> str:
     """The sensor's run key: new for every retry after a failure and every re-request after a success."""
-    return f"{benchmark_key}#attempt-{attempt}" if generation == 0 else f"{benchmark_key}#generation-{generation}#attempt-{attempt}"
+    return (
+        f"{benchmark_key}#attempt-{attempt}"
+        if generation == 0
+        else f"{benchmark_key}#generation-{generation}#attempt-{attempt}"
+    )
 
 
 def skip_summary(skipped: dict[str, list[str]]) -> str:
@@ -119,7 +134,11 @@ def skip_summary(skipped: dict[str, list[str]]) -> str:
 
 
 def _label(partition: Any, key: str) -> str:
-    name = "|".join(partition.keys_by_dimension[d] for d in sorted(partition.keys_by_dimension)) if isinstance(partition, dg.MultiPartitionKey) else str(partition)
+    name = (
+        "|".join(partition.keys_by_dimension[d] for d in sorted(partition.keys_by_dimension))
+        if isinstance(partition, dg.MultiPartitionKey)
+        else str(partition)
+    )
     return f"{name} (key {key[:12]}…)"
 
 
@@ -189,11 +208,14 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
             continue
         skipped.setdefault(why, []).append(_label(partition, key))
     summary = skip_summary(skipped)
-    stale = stale_running_runs(runs_by_key, float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S)))
+    stale = stale_running_runs(
+        runs_by_key, float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
+    )
     if stale:
         # Such a run blocks nothing (only FINISHED runs count), but its process died without closing it.
-        summary += f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: " + ", ".join(
-            f"{key[:12]}… (run {run_id}, {age / 3600:.1f} h)" for key, run_id, age in stale[:5]
+        summary += (
+            f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: "
+            + ", ".join(f"{key[:12]}… (run {run_id}, {age / 3600:.1f} h)" for key, run_id, age in stale[:5])
         )
     if not requests:
         return dg.SkipReason(f"nothing to benchmark across {len(wanted)} partitions: {summary}")
@@ -205,10 +227,18 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
     minimum_interval_seconds=300,
     description="Registers backbone and variant partitions found in the config, MLflow tags and trial folders.",
 )
-def partition_discovery_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, mlflow: MlflowResource) -> Any:
+def partition_discovery_sensor(
+    context: dg.SensorEvaluationContext, settings: PipelineSettings, mlflow: MlflowResource
+) -> Any:
     found = discover_partitions(settings.load(), mlflow.client())
     added = missing_partitions(context.instance, found.backbones, found.variants, found.pairs_with_trials)
-    requests = [dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys) for name, keys in added.items() if keys]
+    requests = [
+        dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
+        for name, keys in added.items()
+        if keys
+    ]
     if not requests:
-        return dg.SkipReason(f"no new partitions ({len(found.backbones)} backbones, {len(found.pairs_with_trials)} pairs with trials)")
+        return dg.SkipReason(
+            f"no new partitions ({len(found.backbones)} backbones, {len(found.pairs_with_trials)} pairs with trials)"
+        )
     return dg.SensorResult(dynamic_partitions_requests=requests)

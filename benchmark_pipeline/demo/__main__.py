@@ -37,8 +37,15 @@ def print_summary(config: PipelineConfig) -> None:
 
         def stored(info: dict[str, Any]) -> dict[str, Any]:
             key = key_for_trial(info, config.data_config, config.benchmark_config)
-            found = find_existing_benchmark(key, config.benchmark_experiment(), config.root_dir, config.environment, client)
-            return found or {"backbone": info["backbone"], "variant": info["variant"], "benchmark_key": key, "status": "NOT BENCHMARKED"}
+            found = find_existing_benchmark(
+                key, config.benchmark_experiment(), config.root_dir, config.environment, client
+            )
+            return found or {
+                "backbone": info["backbone"],
+                "variant": info["variant"],
+                "benchmark_key": key,
+                "status": "NOT BENCHMARKED",
+            }
 
         print(f"\n== Benchmarks of those trials ({scope})")
         print(format_benchmark_table(map_trial_infos(best, stored)))

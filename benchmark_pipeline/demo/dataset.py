@@ -61,14 +61,14 @@ def _vocabulary_layout(vocab_size: int) -> dict[str, Any]:
     triggers = {"PER": 1, "LOC": 2, "ORG": 3}
     first_name = 4 + vocab_size // 2
     block = (vocab_size - first_name) // 4
-    names = {
-        t: np.arange(first_name + i * block, first_name + (i + 1) * block) for i, t in enumerate(_ENTITY_TYPES)
-    }
+    names = {t: np.arange(first_name + i * block, first_name + (i + 1) * block) for i, t in enumerate(_ENTITY_TYPES)}
     ambiguous = np.arange(first_name + 3 * block, vocab_size)
     return {"triggers": triggers, "filler": np.arange(4, first_name), "names": names, "ambiguous": ambiguous}
 
 
-def _generate_sentence(rng: np.random.Generator, layout: dict[str, Any], max_length: int) -> tuple[list[int], list[int]]:
+def _generate_sentence(
+    rng: np.random.Generator, layout: dict[str, Any], max_length: int
+) -> tuple[list[int], list[int]]:
     length = int(rng.integers(max(6, max_length // 3), max_length + 1))
     tokens: list[int] = []
     tags: list[int] = []
@@ -98,7 +98,10 @@ def generate_split(data_config: Mapping[str, Any], split: str) -> list[dict[str,
     rng = np.random.default_rng([int(data_config["seed"]), offset])
     layout = _vocabulary_layout(int(data_config["vocab_size"]))
     size = int(data_config[f"{split}_size"])
-    return [dict(zip(("input_ids", "labels"), _generate_sentence(rng, layout, int(data_config["max_length"])), strict=True)) for _ in range(size)]
+    return [
+        dict(zip(("input_ids", "labels"), _generate_sentence(rng, layout, int(data_config["max_length"])), strict=True))
+        for _ in range(size)
+    ]
 
 
 def dataset_directory(data_config: Mapping[str, Any], root_dir: Path) -> Path:
@@ -135,7 +138,9 @@ def write_dataset(data_config: Mapping[str, Any], root_dir: Path) -> DatasetPath
             pass  # rewritten below
     directory.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        lines = "".join(json.dumps(example, separators=(",", ":")) + "\n" for example in generate_split(data_config, split))
+        lines = "".join(
+            json.dumps(example, separators=(",", ":")) + "\n" for example in generate_split(data_config, split)
+        )
         _write_atomically(paths.split(split), lines)
     meta = {
         "fingerprint": fingerprint,

@@ -34,7 +34,9 @@ class _SelfAttentionBlock(nn.Module):
         self.out = nn.Linear(width, width)
         self.norm1 = nn.LayerNorm(width)
         self.norm2 = nn.LayerNorm(width)
-        self.ff = nn.Sequential(nn.Linear(width, ff_multiplier * width), nn.GELU(), nn.Linear(ff_multiplier * width, width))
+        self.ff = nn.Sequential(
+            nn.Linear(width, ff_multiplier * width), nn.GELU(), nn.Linear(ff_multiplier * width, width)
+        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,17 @@ class _SelfAttentionBlock(nn.Module):
 
 
 class TransformerTagger(nn.Module):
-    def __init__(self, vocab_size: int, num_labels: int, max_length: int, width: int, layers: int, heads: int, ff_multiplier: int, dropout: float) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_labels: int,
+        max_length: int,
+        width: int,
+        layers: int,
+        heads: int,
+        ff_multiplier: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, width, padding_idx=0)
         self.position = nn.Embedding(max_length, width)
@@ -94,9 +106,20 @@ class BackboneSpec:
     build: Callable[[Mapping[str, Any], int, int, int], nn.Module]
 
 
-def _transformer(layers: int, heads: int, ff_multiplier: int) -> Callable[[Mapping[str, Any], int, int, int], nn.Module]:
+def _transformer(
+    layers: int, heads: int, ff_multiplier: int
+) -> Callable[[Mapping[str, Any], int, int, int], nn.Module]:
     def build(hp: Mapping[str, Any], vocab_size: int, num_labels: int, max_length: int) -> nn.Module:
-        return TransformerTagger(vocab_size, num_labels, max_length, int(hp.get("width", 32)), layers, heads, ff_multiplier, float(hp.get("dropout", 0.1)))
+        return TransformerTagger(
+            vocab_size,
+            num_labels,
+            max_length,
+            int(hp.get("width", 32)),
+            layers,
+            heads,
+            ff_multiplier,
+            float(hp.get("dropout", 0.1)),
+        )
 
     return build
 
@@ -121,7 +144,9 @@ assert tuple(sorted(BACKBONES)) == tuple(sorted(DEMO_BACKBONES)), "demo.settings
 MODEL_META_KEY = "model"
 
 
-def build_model(backbone: str, hyperparameters: Mapping[str, Any], vocab_size: int, num_labels: int, max_length: int) -> nn.Module:
+def build_model(
+    backbone: str, hyperparameters: Mapping[str, Any], vocab_size: int, num_labels: int, max_length: int
+) -> nn.Module:
     """Build the registered ``backbone``; raises ``ValueError`` naming the known backbones otherwise."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; registered backbones: {sorted(BACKBONES)}")
@@ -139,7 +164,13 @@ def load_trial_model(trial_info: Mapping[str, Any], model_dir: Path) -> nn.Modul
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         dims = meta[MODEL_META_KEY]
-        model = build_model(meta["backbone"], meta["hyperparameters"], int(dims["vocab_size"]), int(dims["num_labels"]), int(dims["max_length"]))
+        model = build_model(
+            meta["backbone"],
+            meta["hyperparameters"],
+            int(dims["vocab_size"]),
+            int(dims["num_labels"]),
+            int(dims["max_length"]),
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{meta_path} does not describe a demo model: {type(error).__name__}: {error}") from None
     checkpoint = Path(model_dir) / contract.CHECKPOINT_FILE

@@ -37,14 +37,14 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.config import PipelineConfig
-from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
 from benchmark_pipeline import contract
+from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.demo.dataset import LABELS, load_split, write_dataset
 from benchmark_pipeline.demo.models import build_model, model_meta
-from benchmark_pipeline.demo.settings import validate_demo_config
 from benchmark_pipeline.demo.onnx_export import export_onnx
+from benchmark_pipeline.demo.settings import validate_demo_config
 from benchmark_pipeline.demo.training import macro_f1, predict, train_model
+from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
 from benchmark_pipeline.selection.study_storage import close_storage, open_rdb_storage
 from benchmark_pipeline.tracking import (
     default_artifact_location,
@@ -97,9 +97,13 @@ def _sample(trial: optuna.Trial, search_space: Mapping[str, Mapping[str, Any]]) 
         if spec["type"] == "categorical":
             params[name] = trial.suggest_categorical(name, list(spec["choices"]))
         elif spec["type"] == "int":
-            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+            params[name] = trial.suggest_int(
+                name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False))
+            )
         else:
-            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+            params[name] = trial.suggest_float(
+                name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
+            )
     return params
 
 
@@ -142,7 +146,11 @@ def _earlier_twin(study: optuna.Study, trial: optuna.Trial, trial_key: str) -> i
     hyperparameters at once, both see the other and the later number yields: one record per identity.
     """
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-    twins = [t.number for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number and t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH) == trial_key]
+    twins = [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=states)
+        if t.number < trial.number and t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH) == trial_key
+    ]
     return min(twins) if twins else None
 
 
@@ -166,7 +174,9 @@ def run_sweep(
         raise ValueError(f"variant {variant!r} is not in hpo_config.variants: {sorted(variants)}")
     report = progress or (lambda message: logger.info(message))
     client = client or make_client(config.mlflow.tracking_uri)
-    study_key = study_key_hash(backbone, variant, data_fingerprint(config.data_config), variants[variant], config.objective)
+    study_key = study_key_hash(
+        backbone, variant, data_fingerprint(config.data_config), variants[variant], config.objective
+    )
     study_directory = contract.study_dir(config.hpo_output_dir, backbone, study_key)
     study_directory.mkdir(parents=True, exist_ok=True)
     storage = sweep_storage_url(config, study_directory)
@@ -175,7 +185,9 @@ def run_sweep(
     max_length = int(config.data_config["max_length"])
     train, validation = load_split(dataset.train, max_length), load_split(dataset.validation, max_length)
     experiment_id = get_or_create_experiment(
-        client, config.mlflow.hpo_experiment_name(backbone), default_artifact_location(config.mlflow.tracking_uri, config.root_dir)
+        client,
+        config.mlflow.hpo_experiment_name(backbone),
+        default_artifact_location(config.mlflow.tracking_uri, config.root_dir),
     )
 
     hpo_seed = int(config.hpo_config.get("seed", 0))
@@ -191,7 +203,20 @@ def run_sweep(
             grace_period=heartbeat * SWEEP_HEARTBEAT_GRACE_FACTOR if shared else None,
         )
     try:
-        return _run_study(config, backbone, variant, client, report, rdb, storage, sampler, study_directory, experiment_id, train, validation)
+        return _run_study(
+            config,
+            backbone,
+            variant,
+            client,
+            report,
+            rdb,
+            storage,
+            sampler,
+            study_directory,
+            experiment_id,
+            train,
+            validation,
+        )
     finally:
         close_storage(rdb)
 
@@ -223,7 +248,9 @@ def _run_study(
     # the config checked it is "maximize" or "minimize"
     study = optuna.create_study(study_name=name, storage=rdb, direction=direction, sampler=sampler, load_if_exists=True)  # type: ignore[arg-type]
     if study.direction.name.lower() != direction:
-        raise ValueError(f"study {name} in {storage} is {study.direction.name.lower()}, but the config asks to {direction}")
+        raise ValueError(
+            f"study {name} in {storage} is {study.direction.name.lower()}, but the config asks to {direction}"
+        )
     recorded_key = study.user_attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
     if recorded_key is not None and recorded_key != study_key:
         # In a shared storage one study name serves one study key; another key (new data, a changed search
@@ -241,7 +268,9 @@ def _run_study(
     if config.optuna_sweep_storage is not None:
         # Workers sharing a study would otherwise all draw the same seeded suggestions (pruned as duplicates
         # of each other); a shared sweep is not reproducible draw by draw anyway, its trials interleave.
-        study.sampler = optuna.samplers.TPESampler(seed=hpo_seed + 1_000_003 * previous_trials + os.getpid(), n_startup_trials=4)
+        study.sampler = optuna.samplers.TPESampler(
+            seed=hpo_seed + 1_000_003 * previous_trials + os.getpid(), n_startup_trials=4
+        )
     for key, value in {
         contract.STUDY_ATTR_BACKBONE: backbone,
         contract.STUDY_ATTR_VARIANT: variant,
@@ -256,12 +285,16 @@ def _run_study(
     n_trials = int(variant_config["n_trials"])
     remaining = max(0, n_trials - len(existing))
     completed_keys = {
-        t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH): t.number for t in existing if t.state == optuna.trial.TrialState.COMPLETE
+        t.user_attrs.get(contract.ATTR_TRIAL_KEY_HASH): t.number
+        for t in existing
+        if t.state == optuna.trial.TrialState.COMPLETE
     }
     finished_runs = {
         run.data.tags[contract.TAG_TRIAL_KEY_HASH]: run
         for run in search_all_runs(
-            client, [experiment_id], f"tags.`{contract.TAG_STUDY_KEY_HASH}` = '{study_key}' and attributes.status = 'FINISHED'"
+            client,
+            [experiment_id],
+            f"tags.`{contract.TAG_STUDY_KEY_HASH}` = '{study_key}' and attributes.status = 'FINISHED'",
         )
     }
     started = time.monotonic()
@@ -307,7 +340,14 @@ def _run_study(
             seed = hpo_seed * 10_000 + trial.number
             torch.manual_seed(seed)
             model = build_model(backbone, hyperparameters, vocab_size, len(LABELS), max_length)
-            losses = train_model(model, train, hyperparameters, int(variant_config["epochs"]), int(config.hpo_config.get("batch_size", 32)), seed)
+            losses = train_model(
+                model,
+                train,
+                hyperparameters,
+                int(variant_config["epochs"]),
+                int(config.hpo_config.get("batch_size", 32)),
+                seed,
+            )
             value = macro_f1(predict(model, validation), validation.labels)
             train_seconds = time.monotonic() - trial_started
             folder.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,9 @@ def predict(model: nn.Module, data: TokenBatch, batch_size: int = 256) -> np.nda
     return np.concatenate(outputs)
 
 
-def train_model(model: nn.Module, train: TokenBatch, hyperparameters: Mapping[str, Any], epochs: int, batch_size: int, seed: int) -> list[float]:
+def train_model(
+    model: nn.Module, train: TokenBatch, hyperparameters: Mapping[str, Any], epochs: int, batch_size: int, seed: int
+) -> list[float]:
     """Train with AdamW and cross-entropy; returns the mean loss of each epoch."""
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)

@@ -17,9 +17,9 @@ from benchmark_pipeline.selection.trial_retrieval import (
 )
 
 __all__ = [
-    "NoTrialsFoundError",
     "SELECTION_SCOPES",
     "SOURCE_PRIORITY",
+    "NoTrialsFoundError",
     "SourceScan",
     "StudyDirectionError",
     "TrialCandidate",

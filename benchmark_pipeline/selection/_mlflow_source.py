@@ -30,7 +30,11 @@ logger = logging.getLogger(__name__)
 
 def variant_of(tags: dict[str, str]) -> str:
     """``code.variant`` tag; else parsed from ``code.study_name`` (``…_v2``); else ``"default"``."""
-    return tags.get(contract.TAG_VARIANT) or contract.variant_from_study_name(tags.get(contract.TAG_STUDY_NAME)) or contract.DEFAULT_VARIANT
+    return (
+        tags.get(contract.TAG_VARIANT)
+        or contract.variant_from_study_name(tags.get(contract.TAG_STUDY_NAME))
+        or contract.DEFAULT_VARIANT
+    )
 
 
 def scan_mlflow(
@@ -55,7 +59,9 @@ def scan_mlflow(
         ensure_reachable(uri, timeout_s)
         experiment_id = resolve_experiment_id(client, experiment)
         if experiment_id is None:
-            return SourceScan(SOURCE_MLFLOW, backbone, available=True, looked_at=[f"{uri} experiment {experiment!r} (missing)"])
+            return SourceScan(
+                SOURCE_MLFLOW, backbone, available=True, looked_at=[f"{uri} experiment {experiment!r} (missing)"]
+            )
         # Backbone names are safe components (no quotes), so they can be spliced into the filter.
         runs = list(search_run_records(client, experiment_id, f"tags.`{contract.TAG_BACKBONE}` = '{backbone}'"))
     except (MlflowUnavailableError, MlflowException, OSError) as error:
@@ -87,7 +93,9 @@ def scan_mlflow(
         )
         if unsafe:
             unsafe_value = run.run_id if unsafe == "run_id" else tags[unsafe]
-            logger.warning("MLflow run %s: %s is %r, not a safe identity; run excluded", run.run_id, unsafe, unsafe_value[:100])
+            logger.warning(
+                "MLflow run %s: %s is %r, not a safe identity; run excluded", run.run_id, unsafe, unsafe_value[:100]
+            )
             scan.exclude(f"{UNSAFE_VALUE}:{unsafe}", variant)
             continue
         value = run.metrics.get(metric_name)

@@ -16,7 +16,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from benchmark_pipeline import contract
-from benchmark_pipeline.selection.records import SOURCE_STUDY, UNSAFE_VALUE, SourceScan, TrialCandidate, is_finite_metric, unsafe_field
+from benchmark_pipeline.selection.records import (
+    SOURCE_STUDY,
+    UNSAFE_VALUE,
+    SourceScan,
+    TrialCandidate,
+    is_finite_metric,
+    unsafe_field,
+)
 from benchmark_pipeline.selection.study_storage import StudyStorages
 
 logger = logging.getLogger(__name__)
@@ -32,10 +39,15 @@ def _study_belongs_to(study: optuna.Study | FrozenStudy, backbone: str) -> bool:
         return bool(owner == backbone)
     # Without the attribute only "{backbone}_v<N>" or "{backbone}" itself is claimed: a plain prefix match
     # would let "bilstm" claim "bilstm_large_v1".
-    return study.study_name == backbone or contract.variant_from_study_name(study.study_name) is not None and study.study_name.rsplit("_", 1)[0] == backbone
+    return study.study_name == backbone or (
+        contract.variant_from_study_name(study.study_name) is not None
+        and study.study_name.rsplit("_", 1)[0] == backbone
+    )
 
 
-def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction: str, hpo_dir: Path, data_fp: str | None) -> None:
+def _scan_study(
+    scan: SourceScan, study: optuna.Study, location: str, direction: str, hpo_dir: Path, data_fp: str | None
+) -> None:
     if len(study.directions) != 1:
         scan.exclude("multi_objective_study")
         return
@@ -46,9 +58,15 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
             f"but hpo_config.objective.direction is {direction!r}"
         )
     attrs = study.user_attrs
-    variant = attrs.get(contract.STUDY_ATTR_VARIANT) or contract.variant_from_study_name(study.study_name) or contract.DEFAULT_VARIANT
+    variant = (
+        attrs.get(contract.STUDY_ATTR_VARIANT)
+        or contract.variant_from_study_name(study.study_name)
+        or contract.DEFAULT_VARIANT
+    )
     study_key = attrs.get(contract.STUDY_ATTR_STUDY_KEY_HASH)
-    unsafe_study_attr = unsafe_field({contract.STUDY_ATTR_VARIANT: variant, contract.STUDY_ATTR_STUDY_KEY_HASH: study_key})
+    unsafe_study_attr = unsafe_field(
+        {contract.STUDY_ATTR_VARIANT: variant, contract.STUDY_ATTR_STUDY_KEY_HASH: study_key}
+    )
     if unsafe_study_attr:
         # Every trial of the study carries the study's identity: each is counted, none is eligible.
         logger.warning("study %r in %s: user attribute %s is %r, not a safe identity; its trials are excluded",
@@ -71,7 +89,12 @@ def _scan_study(scan: SourceScan, study: optuna.Study, location: str, direction:
         if not trial_key:
             scan.exclude(f"missing_attr:{contract.ATTR_TRIAL_KEY_HASH}", variant)
             continue
-        unsafe = unsafe_field({contract.ATTR_TRIAL_KEY_HASH: trial_key, contract.ATTR_MLFLOW_RUN_ID: trial.user_attrs.get(contract.ATTR_MLFLOW_RUN_ID)})
+        unsafe = unsafe_field(
+            {
+                contract.ATTR_TRIAL_KEY_HASH: trial_key,
+                contract.ATTR_MLFLOW_RUN_ID: trial.user_attrs.get(contract.ATTR_MLFLOW_RUN_ID),
+            }
+        )
         if unsafe:
             logger.warning("%s study %s trial %d: user attribute %s is %r, not a safe identity; trial excluded",
                            location, study.study_name, trial.number, unsafe, str(trial.user_attrs[unsafe])[:100])  # fmt: skip
@@ -109,7 +132,12 @@ def sqlite_file_of(storage: str) -> Path | None:
         url = make_url(storage)
     except ArgumentError:
         return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+    if (
+        url.get_backend_name() != "sqlite"
+        or not url.database
+        or url.database == ":memory:"
+        or url.database.startswith("file:")
+    ):
         return None
     return Path(url.database)
 
@@ -148,7 +176,12 @@ def scan_studies(
             continue
         storages.append(storage)
     given = list(studies)
-    scan = SourceScan(SOURCE_STUDY, backbone, available=bool(storages or given), looked_at=listed or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"])
+    scan = SourceScan(
+        SOURCE_STUDY,
+        backbone,
+        available=bool(storages or given),
+        looked_at=listed or [f"{hpo_dir / backbone}/study-*/{contract.STUDY_DB_FILE} (none)"],
+    )
     for _ in missing:
         scan.exclude("missing_storage")
     if missing:
@@ -160,10 +193,18 @@ def scan_studies(
         try:
             rdb = storage_pool.get(storage)
             # The summaries (name and attributes) come in one query; only this backbone's studies are loaded.
-            names = sorted(summary.study_name for summary in rdb.get_all_studies() if _study_belongs_to(summary, backbone))
+            names = sorted(
+                summary.study_name for summary in rdb.get_all_studies() if _study_belongs_to(summary, backbone)
+            )
             loaded = [optuna.load_study(study_name=name, storage=rdb) for name in names]
         except Exception as error:  # a corrupt or foreign database must not take the other sources down
-            logger.warning("Optuna storage %s is unreadable for backbone %s: %s: %s", storage, backbone, type(error).__name__, error)
+            logger.warning(
+                "Optuna storage %s is unreadable for backbone %s: %s: %s",
+                storage,
+                backbone,
+                type(error).__name__,
+                error,
+            )
             scan.exclude("unreadable_storage")
             continue
         for study in loaded:

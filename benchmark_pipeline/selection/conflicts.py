@@ -55,11 +55,18 @@ def has_model_artifacts(client: MlflowClient, run_id: str) -> bool:
     try:
         return bool(client.list_artifacts(run_id, contract.MODEL_ARTIFACT_DIR))
     except (MlflowException, OSError) as error:
-        logger.warning("cannot list the model artifacts of MLflow run %s (%s: %s); counted as a run without a model", run_id, type(error).__name__, error)
+        logger.warning(
+            "cannot list the model artifacts of MLflow run %s (%s: %s); counted as a run without a model",
+            run_id,
+            type(error).__name__,
+            error,
+        )
         return False
 
 
-def duplicate_run_rank(candidate: TrialCandidate, cross_referenced: set[str], with_model: set[str]) -> tuple[bool, bool, str]:
+def duplicate_run_rank(
+    candidate: TrialCandidate, cross_referenced: set[str], with_model: set[str]
+) -> tuple[bool, bool, str]:
     """Sort key of one run of a duplicated trial: cross-referenced first, then with a model, then smallest run id."""
     run_id = candidate.run_id or ""
     return (run_id not in cross_referenced, run_id not in with_model, run_id)
@@ -90,7 +97,9 @@ def resolve_duplicate_runs(scans: Mapping[str, SourceScan], client: MlflowClient
         if len(runs) < 2:
             continue
         referenced = references.get(trial_id, set()) & {r.run_id for r in runs if r.run_id}
-        with_model = {r.run_id for r in runs if r.run_id and client is not None and has_model_artifacts(client, r.run_id)}
+        with_model = {
+            r.run_id for r in runs if r.run_id and client is not None and has_model_artifacts(client, r.run_id)
+        }
         ranked = sorted(runs, key=lambda r: duplicate_run_rank(r, referenced, with_model))
         counted = ranked[0]
         scan.superseded.update((r.trial_id, r.run_id) for r in ranked[1:])
@@ -121,7 +130,12 @@ def resolve_duplicate_runs(scans: Mapping[str, SourceScan], client: MlflowClient
             counted.run_id, reason, ", ".join(str(r.run_id) for r in ranked[1:]),
         )  # fmt: skip
         if counted.run_id not in with_model and client is not None:
-            logger.warning("The counted run %s of trial %s has no model artifacts under %s/", counted.run_id, trial_id[:12], contract.MODEL_ARTIFACT_DIR)
+            logger.warning(
+                "The counted run %s of trial %s has no model artifacts under %s/",
+                counted.run_id,
+                trial_id[:12],
+                contract.MODEL_ARTIFACT_DIR,
+            )
     return conflicts
 
 
@@ -129,14 +143,20 @@ def values_agree(first: float, second: float) -> bool:
     return math.isclose(first, second, rel_tol=VALUE_REL_TOLERANCE, abs_tol=0.0)
 
 
-def value_conflicts(chosen: TrialCandidate, answering: str, scans: Mapping[str, SourceScan], partition: str) -> list[dict[str, Any]]:
+def value_conflicts(
+    chosen: TrialCandidate, answering: str, scans: Mapping[str, SourceScan], partition: str
+) -> list[dict[str, Any]]:
     """``value_mismatch`` conflicts: each other source whose records of the chosen trial hold another value
     (logged as one WARNING per source)."""
     conflicts = []
     for source in SOURCE_PRIORITY:
         if source == answering or not scans[source].available:
             continue
-        records = [c for c in scans[source].counted() if c.trial_id == chosen.trial_id and not values_agree(c.metric, chosen.metric)]
+        records = [
+            c
+            for c in scans[source].counted()
+            if c.trial_id == chosen.trial_id and not values_agree(c.metric, chosen.metric)
+        ]
         if not records:
             continue
         conflicts.append(

@@ -25,7 +25,9 @@ def iter_trial_infos(best_trials: Mapping[str, Any]) -> Iterator[dict[str, Any]]
                 yield entry[variant]
 
 
-def map_trial_infos(best_trials: Mapping[str, Any], transform: Callable[[dict[str, Any]], Any | None]) -> dict[str, Any]:
+def map_trial_infos(
+    best_trials: Mapping[str, Any], transform: Callable[[dict[str, Any]], Any | None]
+) -> dict[str, Any]:
     """The same shape with each ``trial_info`` replaced by ``transform(trial_info)``; entries for which it
     returns ``None`` are dropped (and a backbone left with no variant is dropped too)."""
     mapped: dict[str, Any] = {}

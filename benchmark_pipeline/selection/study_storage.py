@@ -51,10 +51,16 @@ def open_rdb_storage(
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as error:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.ProgrammingError,
+        ) as error:
             if attempt == attempts:
                 raise
-            logger.info("Optuna storage %s is being created by another process (%s); retrying", url, type(error).__name__)
+            logger.info(
+                "Optuna storage %s is being created by another process (%s); retrying", url, type(error).__name__
+            )
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
 
@@ -89,5 +95,7 @@ class StudyStorages:
     def __enter__(self) -> StudyStorages:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -29,14 +29,13 @@ from typing import Any
 import optuna
 from mlflow.tracking import MlflowClient
 
+from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
-from benchmark_pipeline import contract
 from benchmark_pipeline.selection._disk_source import scan_disk
-from benchmark_pipeline.selection.conflicts import resolve_duplicate_runs, value_conflicts
 from benchmark_pipeline.selection._mlflow_source import scan_mlflow
 from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
-from benchmark_pipeline.selection.study_storage import StudyStorages
+from benchmark_pipeline.selection.conflicts import resolve_duplicate_runs, value_conflicts
 from benchmark_pipeline.selection.records import (
     SOURCE_DISK,
     SOURCE_MLFLOW,
@@ -45,6 +44,7 @@ from benchmark_pipeline.selection.records import (
     SourceScan,
     TrialCandidate,
 )
+from benchmark_pipeline.selection.study_storage import StudyStorages
 from benchmark_pipeline.tracking import client_or_default
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 SELECTION_SCOPES = ("overall", "per_variant")
 
 __all__ = [
-    "NoTrialsFoundError",
     "SELECTION_SCOPES",
+    "NoTrialsFoundError",
     "StudyDirectionError",
     "compare_sources",
     "retrieve_best_trials",
@@ -135,11 +135,19 @@ def _candidate_summary(scan: SourceScan, pick: TrialCandidate | None, variant: s
         "ineligible": scan.ineligible_counts(variant),
         "pick": None
         if pick is None
-        else {"trial_id": pick.trial_id, "metric": pick.metric, "run_id": pick.run_id, "trial_number": pick.trial_number, "variant": pick.variant},
+        else {
+            "trial_id": pick.trial_id,
+            "metric": pick.metric,
+            "run_id": pick.run_id,
+            "trial_number": pick.trial_number,
+            "variant": pick.variant,
+        },
     }
 
 
-def _fill_cross_references(chosen: TrialCandidate, picks: Mapping[str, TrialCandidate | None], scans: Mapping[str, SourceScan], hpo_dir: Path) -> dict[str, Any]:
+def _fill_cross_references(
+    chosen: TrialCandidate, picks: Mapping[str, TrialCandidate | None], scans: Mapping[str, SourceScan], hpo_dir: Path
+) -> dict[str, Any]:
     """Run id, trial folder and model locations for the chosen trial, from whichever source knows them."""
     # counted(): a superseded duplicate run never lends the chosen trial its run id.
     same_trial = [c for scan in scans.values() for c in scan.counted() if c.trial_id == chosen.trial_id]
@@ -148,7 +156,9 @@ def _fill_cross_references(chosen: TrialCandidate, picks: Mapping[str, TrialCand
     if folder is None and chosen.study_key_hash:
         guess = contract.trial_dir(hpo_dir, chosen.backbone, chosen.study_key_hash, chosen.trial_id)
         folder = str(guess) if guess.is_dir() else None
-    model_path = str(Path(folder) / contract.ONNX_FILE) if folder and (Path(folder) / contract.ONNX_FILE).is_file() else None
+    model_path = (
+        str(Path(folder) / contract.ONNX_FILE) if folder and (Path(folder) / contract.ONNX_FILE).is_file() else None
+    )
     return {
         "run_id": run_id,
         "trial_dir": folder,
@@ -167,7 +177,10 @@ def _select_partition(
     duplicate_runs: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any] | None:
     direction = objective["direction"]
-    picks = {source: scans[source].best(direction, variant) if scans[source].available else None for source in SOURCE_PRIORITY}
+    picks = {
+        source: scans[source].best(direction, variant) if scans[source].available else None
+        for source in SOURCE_PRIORITY
+    }
     answering = next((source for source in SOURCE_PRIORITY if picks[source] is not None), None)
     if answering is None:
         return None
@@ -179,7 +192,12 @@ def _select_partition(
         others = ", ".join(f"{d['source']}={d['trial_id'][:12]} ({d['metric']:.6g})" for d in disagreements)
         logger.warning(
             "Sources disagree on the best trial for %s: %s=%s (%.6g), %s. Using %s (higher priority).",
-            partition, answering, chosen.trial_id[:12], chosen.metric, others, answering,
+            partition,
+            answering,
+            chosen.trial_id[:12],
+            chosen.metric,
+            others,
+            answering,
         )
     # Duplicated runs of the partition's trials (they may have decided the pick), then the chosen trial's values.
     conflicts = [dict(c) for c in duplicate_runs if variant is None or c["variant"] == variant]
@@ -211,8 +229,14 @@ def _select_partition(
     info.update(_fill_cross_references(chosen, picks, scans, hpo_dir))
     logger.info(
         "Best trial for %s: %s (#%s) %s=%.6g from %s; ineligible: %s",
-        partition, chosen.trial_id[:12], chosen.trial_number, objective["metric"], chosen.metric, answering,
-        {s: scans[s].ineligible_counts(variant) for s in SOURCE_PRIORITY if scans[s].ineligible_counts(variant)} or "none",
+        partition,
+        chosen.trial_id[:12],
+        chosen.trial_number,
+        objective["metric"],
+        chosen.metric,
+        answering,
+        {s: scans[s].ineligible_counts(variant) for s in SOURCE_PRIORITY if scans[s].ineligible_counts(variant)}
+        or "none",
     )
     return info
 
@@ -263,7 +287,20 @@ def retrieve_best_trials(
 
     # One Optuna storage (one bounded connection pool) per URL for the whole retrieval, closed at the end.
     with StudyStorages() as storage_pool:
-        return _retrieve_partitions(backbone_values, hpo_experiments, hpo_config, data_config, hpo_dir, client, timeout_s, studies, storages, storage_pool, objective, selection_scope)
+        return _retrieve_partitions(
+            backbone_values,
+            hpo_experiments,
+            hpo_config,
+            data_config,
+            hpo_dir,
+            client,
+            timeout_s,
+            studies,
+            storages,
+            storage_pool,
+            objective,
+            selection_scope,
+        )
 
 
 def _retrieve_partitions(
@@ -291,7 +328,13 @@ def _retrieve_partitions(
         scans = {
             SOURCE_MLFLOW: mlflow_scan,
             SOURCE_STUDY: retrieve_from_study(
-                backbone, hpo_dir, hpo_config, storages, [studies[backbone]] if backbone in studies else (), data_config, storage_pool
+                backbone,
+                hpo_dir,
+                hpo_config,
+                storages,
+                [studies[backbone]] if backbone in studies else (),
+                data_config,
+                storage_pool,
             ),
             SOURCE_DISK: retrieve_from_disk(backbone, hpo_dir, hpo_config, data_config),
         }

@@ -40,10 +40,10 @@ __all__ = [
     "BACKENDS",
     "CPU_PROVIDER",
     "CUDA_PROVIDER",
-    "ModelFileError",
     "ONNXRUNTIME",
     "PRIMARY_OUTPUT_NAME",
     "PYTORCH",
+    "ModelFileError",
     "ProviderMismatchError",
     "primary_output",
 ]

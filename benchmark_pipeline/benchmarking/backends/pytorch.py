@@ -34,7 +34,12 @@ import torch
 from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.backends import PRIMARY_OUTPUT_NAME, Feeds, ModelFileError, ProviderMismatchError
 from benchmark_pipeline.benchmarking.metrics import load_callable
-from benchmark_pipeline.benchmarking.model_files import ROUTE_FACTORY, ROUTE_HUGGING_FACE, ROUTE_TORCH_EXPORT, TorchModelFiles
+from benchmark_pipeline.benchmarking.model_files import (
+    ROUTE_FACTORY,
+    ROUTE_HUGGING_FACE,
+    ROUTE_TORCH_EXPORT,
+    TorchModelFiles,
+)
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'benchmark_pipeline[hf]'"
 
@@ -50,7 +55,9 @@ def output_tensor(output: Any, where: str) -> torch.Tensor:
         return output_tensor(output[PRIMARY_OUTPUT_NAME] if PRIMARY_OUTPUT_NAME in keys else output[keys[0]], where)
     if isinstance(output, (tuple, list)) and output:
         return output_tensor(output[0], where)
-    raise ModelFileError(f"{where} returned {type(output).__name__}; expected a tensor, a tuple or a mapping of tensors")
+    raise ModelFileError(
+        f"{where} returned {type(output).__name__}; expected a tensor, a tuple or a mapping of tensors"
+    )
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -79,20 +86,28 @@ def _load_hugging_face(folder: Path) -> torch.nn.Module:
     try:
         import transformers
     except ImportError:
-        raise ModelFileError(f"{folder} is a Hugging Face checkpoint; to benchmark it with PyTorch, {HF_EXTRA_HINT}") from None
+        raise ModelFileError(
+            f"{folder} is a Hugging Face checkpoint; to benchmark it with PyTorch, {HF_EXTRA_HINT}"
+        ) from None
     config_path = folder / contract.HF_CONFIG_FILE
     try:
         config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:
-        raise ModelFileError(f"cannot read Hugging Face config {config_path}: {type(error).__name__}: {error}") from None
+        raise ModelFileError(
+            f"cannot read Hugging Face config {config_path}: {type(error).__name__}: {error}"
+        ) from None
     architectures = list(getattr(config, "architectures", None) or [])
     model_class = getattr(transformers, architectures[0], None) if architectures else None
     if model_class is None:
-        raise ModelFileError(f"{config_path} names no model class transformers knows in 'architectures' (got {architectures}); save the model with save_pretrained()")
+        raise ModelFileError(
+            f"{config_path} names no model class transformers knows in 'architectures' (got {architectures}); save the model with save_pretrained()"
+        )
     try:
         return model_class.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)  # type: ignore[no-any-return]
     except Exception as error:
-        raise ModelFileError(f"cannot load Hugging Face checkpoint {folder} as {architectures[0]}: {type(error).__name__}: {error}") from None
+        raise ModelFileError(
+            f"cannot load Hugging Face checkpoint {folder} as {architectures[0]}: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _load_from_factory(import_string: str, trial_info: Mapping[str, Any], folder: Path) -> torch.nn.Module:
@@ -102,7 +117,9 @@ def _load_from_factory(import_string: str, trial_info: Mapping[str, Any], folder
     except ModelFileError:
         raise
     except Exception as error:
-        raise ModelFileError(f"model_factory {import_string} failed for trial {trial_info.get('trial_id')} in {folder}: {type(error).__name__}: {error}") from None
+        raise ModelFileError(
+            f"model_factory {import_string} failed for trial {trial_info.get('trial_id')} in {folder}: {type(error).__name__}: {error}"
+        ) from None
     if not isinstance(module, torch.nn.Module):
         raise ModelFileError(f"model_factory {import_string} returned {type(module).__name__}, not a torch.nn.Module")
     return module
