@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.leaderboard import (
+    LEADERBOARD_DIGEST_TAG,
     LEADERBOARD_TAG,
     format_leaderboard_table,
 )
@@ -111,3 +112,26 @@ def test_benchmark_chart_and_leaderboard(setup: dict[str, Any]) -> None:
     assert {r["benchmark_key"] for r in logged if r["status"] == "benchmarked"} == {key}
     table = format_leaderboard_table(logged)
     assert "not benchmarked" in table and "onnxruntime" in table
+
+    # Rematerialized with nothing new benchmarked: the same rows, so the same MLflow run and the same chart file
+    # (not redrawn); one leaderboard run in the experiment.
+    chart_path = Path(meta["chart_path"].value)
+    drawn_at = chart_path.stat().st_mtime_ns
+    again = _metadata(dg.materialize([leaderboard], instance=instance, resources=resources), "leaderboard")
+    assert again["mlflow_run_id"].value == run.info.run_id
+    assert chart_path.stat().st_mtime_ns == drawn_at
+    leaderboard_runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{LEADERBOARD_TAG}` = 'true'")
+    assert [r.info.run_id for r in leaderboard_runs] == [run.info.run_id]
+
+    # A new benchmark changes the rows: a new chart and a new run, with the new digest.
+    dg.materialize(
+        [best_trial_per_variant, benchmark_result_per_variant],
+        partition_key=multi_key("bilstm", "v1"),
+        instance=instance,
+        resources=resources,
+    )
+    changed = _metadata(dg.materialize([leaderboard], instance=instance, resources=resources), "leaderboard")
+    assert changed["mlflow_run_id"].value != run.info.run_id
+    assert chart_path.stat().st_mtime_ns != drawn_at
+    new_run = client.get_run(changed["mlflow_run_id"].value)
+    assert new_run.data.tags[LEADERBOARD_DIGEST_TAG] != run.data.tags[LEADERBOARD_DIGEST_TAG]

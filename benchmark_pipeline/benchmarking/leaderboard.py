@@ -12,6 +12,7 @@ with the HPO objective value alongside.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from benchmark_pipeline.tracking import (
 
 #: Tag that marks leaderboard runs in the benchmark experiment (they carry no ``benchmark_key``).
 LEADERBOARD_TAG = "benchmark_pipeline.leaderboard"
+#: Tag holding :func:`leaderboard_digest` of a leaderboard run's rows: the same rows reuse that run.
+LEADERBOARD_DIGEST_TAG = "benchmark_pipeline.leaderboard_digest"
 
 COLUMNS = (
     "backbone", "variant", "overall_best", "trial_id", "trial_number", "source", "hpo_metric_name", "hpo_metric",
@@ -140,6 +143,29 @@ def format_leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def leaderboard_digest(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The leaderboard's identity: a digest of its rows (in order). Rematerializing with nothing new
+    benchmarked gives the same rows, and then neither a chart nor an MLflow run is made again."""
+    return hashlib.sha256(json.dumps(list(rows), sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def _digest_file(chart: Path) -> Path:
+    return chart.with_name(chart.name + ".digest")
+
+
+def leaderboard_chart(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """The chart of ``rows`` at ``path``: drawn by :func:`plot_leaderboard` unless the file there was drawn from
+    the same rows (its ``.digest`` file names them), so a rerun with nothing new imports no matplotlib."""
+    digest = leaderboard_digest(rows)
+    marker = _digest_file(path)
+    if path.is_file() and marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest:
+        return path
+    marker.unlink(missing_ok=True)  # the digest is written after the chart, so a half-written chart is redrawn
+    plot_leaderboard(rows, path)
+    marker.write_text(digest + "\n", encoding="utf-8")
+    return path
+
+
 def plot_leaderboard(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Accuracy (test macro-F1, else the HPO metric) vs p50 latency: one colour per backbone, one marker per
     backend, each point labelled with its variant; the overall best trials are drawn larger. PNG."""
@@ -183,11 +209,23 @@ def log_leaderboard(
     chart: Path,
 ) -> str:
     """A FINISHED MLflow run in the benchmark experiment, tagged ``benchmark_pipeline.leaderboard``, holding
-    ``leaderboard.json``, ``leaderboard.txt`` and ``accuracy_vs_latency.png``; returns its run id."""
+    ``leaderboard.json``, ``leaderboard.txt`` and ``accuracy_vs_latency.png``; returns its run id. A FINISHED
+    leaderboard run of the same rows (tag ``benchmark_pipeline.leaderboard_digest``) is reused, not repeated."""
     experiment_id = benchmark_experiment.get("id") or get_or_create_experiment(
         client, benchmark_experiment["name"], default_artifact_location(client_tracking_uri(client), Path(root_dir))
     )
-    run_id = client.create_run(experiment_id, run_name="leaderboard", tags={LEADERBOARD_TAG: "true"}).info.run_id
+    digest = leaderboard_digest(rows)
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{LEADERBOARD_TAG}` = 'true' and tags.`{LEADERBOARD_DIGEST_TAG}` = '{digest}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if existing:
+        return str(existing[0].info.run_id)
+    tags = {LEADERBOARD_TAG: "true", LEADERBOARD_DIGEST_TAG: digest}
+    run_id = client.create_run(experiment_id, run_name="leaderboard", tags=tags).info.run_id
     try:
         with tempfile.TemporaryDirectory(prefix="leaderboard_") as scratch:
             (Path(scratch) / "leaderboard.json").write_text(

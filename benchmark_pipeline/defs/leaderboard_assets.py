@@ -12,9 +12,9 @@ import dagster as dg
 from benchmark_pipeline.benchmarking.leaderboard import (
     collect_leaderboard,
     format_leaderboard_table,
+    leaderboard_chart,
     leaderboard_rows,
     log_leaderboard,
-    plot_leaderboard,
 )
 from benchmark_pipeline.defs.benchmark_assets import (
     benchmark_result,
@@ -65,7 +65,7 @@ def leaderboard(
         except NoTrialsFoundError as error:
             raise dg.Failure(description=str(error)) from None
     rows = leaderboard_rows(per_variant, overall, stored, config.data_config, config.benchmark_config)
-    chart = plot_leaderboard(
+    chart = leaderboard_chart(
         rows, config.root_dir / "outputs" / "benchmarking" / config.environment / "charts" / "accuracy_vs_latency.png"
     )
     table = format_leaderboard_table(rows)

@@ -48,6 +48,17 @@ def open_rdb_storage(
         engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     for attempt in range(1, attempts + 1):
         try:
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                skip_compatibility_check=True,
+            )
+            if storage.get_current_version() == _schema_head(storage):
+                return storage
+            # Another schema version: Optuna's own check raises its message (upgrade the storage or Optuna).
+            close_storage(storage)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
             )
@@ -63,6 +74,17 @@ def open_rdb_storage(
             )
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+_SCHEMA_HEAD: list[str] = []
+
+
+def _schema_head(storage: optuna.storages.RDBStorage) -> str:
+    """The schema version this Optuna writes, read once per process: Optuna's compatibility check reads it from
+    its migration scripts on every open (~50 ms), which over the studies of a retrieval was most of its time."""
+    if not _SCHEMA_HEAD:
+        _SCHEMA_HEAD.append(storage.get_head_version())
+    return _SCHEMA_HEAD[0]
 
 
 def close_storage(storage: optuna.storages.BaseStorage) -> None:
