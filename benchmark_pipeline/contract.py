@@ -51,6 +51,7 @@ MODEL_ARTIFACT_DIR = "model"
 #: ``\d`` (which matches Arabic-Indic and other Unicode digits), and ``\Z``, not ``$`` (which matches before
 #: a trailing newline): the parsed variant becomes a benchmark key component.
 STUDY_NAME_VARIANT_PATTERN = re.compile(r"_(v[0-9]+)\Z")
+#: The variant of a trial that neither declares one nor belongs to a ``…_v<N>`` study.
 DEFAULT_VARIANT = "default"
 
 
@@ -64,6 +65,17 @@ def variant_from_study_name(name: str | None) -> str | None:
         return None
     match = STUDY_NAME_VARIANT_PATTERN.search(name)
     return match.group(1) if match else None
+
+
+def variant_of(declared: str | None, study_name: str | None) -> str:
+    """The variant rule, for every source: the variant a record declares (the ``code.variant`` tag, the
+    ``variant`` study attribute, ``trial_meta.json``'s ``variant``); else the one its study name ends in
+    (``…_v2`` → ``v2``); else :data:`DEFAULT_VARIANT`.
+
+    An empty declared value counts as none. The declared value is returned as recorded: whether it is a safe
+    name is for the caller to check (:func:`benchmark_pipeline.hashing.is_safe_component`).
+    """
+    return declared or variant_from_study_name(study_name) or DEFAULT_VARIANT
 
 
 def study_dir(hpo_dir: Path, backbone: str, study_key_hash: str) -> Path:

@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.hashing import is_safe_component
-from benchmark_pipeline.selection._mlflow_source import variant_of
 from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable, search_all_runs
 
 logger = logging.getLogger(__name__)
@@ -51,11 +50,7 @@ def _from_disk(config: PipelineConfig, found: DiscoveredPartitions) -> None:
                 meta = json.loads((trial / contract.TRIAL_META_FILE).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 continue
-            variant = (
-                meta.get("variant")
-                or contract.variant_from_study_name(meta.get("study_name"))
-                or contract.DEFAULT_VARIANT
-            )
+            variant = contract.variant_of(meta.get("variant"), meta.get("study_name"))
             found.add_pair(study.parent.name, str(variant))
             break  # one finished trial proves the pair
 
@@ -66,9 +61,12 @@ def _from_mlflow(config: PipelineConfig, client: MlflowClient, found: Discovered
     for experiment in experiments:
         runs = search_all_runs(client, [experiment.experiment_id], "attributes.status = 'FINISHED'")
         for run in runs:
-            backbone = run.data.tags.get(contract.TAG_BACKBONE)
+            tags = run.data.tags
+            backbone = tags.get(contract.TAG_BACKBONE)
             if backbone:
-                found.add_pair(backbone, variant_of(run.data.tags))
+                found.add_pair(
+                    backbone, contract.variant_of(tags.get(contract.TAG_VARIANT), tags.get(contract.TAG_STUDY_NAME))
+                )
 
 
 def discover_partitions(config: PipelineConfig, client: MlflowClient | None) -> DiscoveredPartitions:

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmark_pipeline.config import canonical_benchmark_config
+from benchmark_pipeline.contract import DEFAULT_VARIANT
 
 # MAX_COMPONENT_LENGTH is re-exported here for callers of the key API; its home is benchmark_pipeline.hashing.
 from benchmark_pipeline.hashing import MAX_COMPONENT_LENGTH as MAX_COMPONENT_LENGTH
 from benchmark_pipeline.hashing import config_hash, data_fingerprint, require_safe_component
 
 KEY_SEPARATOR = ":"
-DEFAULT_VARIANT = "default"
 UNKNOWN_RUN_ID = "unknown"
 
 

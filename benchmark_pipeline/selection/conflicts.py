@@ -1,7 +1,7 @@
 """Conflicting records of one trial, and which record counts.
 
-Two kinds are detected (both are a WARNING, listed in ``trial_info["conflicts"]`` and fail the ``sources_agree``
-asset check with WARN):
+Two kinds are detected (:class:`~benchmark_pipeline.selection.records.ConflictKind`; both are a WARNING,
+listed in ``trial_info["conflicts"]`` and fail the ``sources_agree`` asset check with WARN):
 
 * ``duplicate_runs``: several eligible (FINISHED) MLflow runs carry one ``code.trial_key_hash``. Exactly one
   of them counts; the others stay counted as eligible records but can never be picked (they are
@@ -26,19 +26,23 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline import contract
-from benchmark_pipeline.selection.records import SOURCE_MLFLOW, SOURCE_PRIORITY, SourceScan, TrialCandidate
+from benchmark_pipeline.selection.records import (
+    SOURCE_MLFLOW,
+    SOURCE_PRIORITY,
+    DuplicateRunsConflict,
+    SourceScan,
+    TrialCandidate,
+    ValueMismatchConflict,
+)
 
 logger = logging.getLogger(__name__)
 
-DUPLICATE_RUNS = "duplicate_runs"
-VALUE_MISMATCH = "value_mismatch"
 #: Two records of one trial agree when their values are equal to this relative tolerance: every source stores
 #: the objective as a double, so a real difference is never this small, and a float32 logged through two
 #: paths is still caught as equal.
@@ -84,59 +88,70 @@ def cross_references(scans: Mapping[str, SourceScan]) -> dict[str, set[str]]:
     return found
 
 
-def resolve_duplicate_runs(scans: Mapping[str, SourceScan], client: MlflowClient | None) -> list[dict[str, Any]]:
-    """Decide which run counts for every trial that several eligible MLflow runs claim; mark the others
-    superseded in the MLflow scan. Returns one ``duplicate_runs`` conflict per such trial (and logs it)."""
+def resolve_duplicate_runs(
+    scans: Mapping[str, SourceScan], client: MlflowClient | None
+) -> tuple[SourceScan, list[DuplicateRunsConflict]]:
+    """Decide which run counts for every trial that several eligible MLflow runs claim. Returns the MLflow scan
+    with the other runs superseded, and one ``duplicate_runs`` conflict per such trial (each logged)."""
     scan = scans[SOURCE_MLFLOW]
     by_trial: dict[str, list[TrialCandidate]] = {}
     for candidate in scan.eligible:
         by_trial.setdefault(candidate.trial_id, []).append(candidate)
     references = cross_references(scans)
     conflicts = []
+    superseded: list[tuple[str, str | None]] = []
     for trial_id, runs in sorted(by_trial.items()):
         if len(runs) < 2:
             continue
-        referenced = references.get(trial_id, set()) & {r.run_id for r in runs if r.run_id}
-        with_model = {
-            r.run_id for r in runs if r.run_id and client is not None and has_model_artifacts(client, r.run_id)
-        }
-        ranked = sorted(runs, key=lambda r: duplicate_run_rank(r, referenced, with_model))
-        counted = ranked[0]
-        scan.superseded.update((r.trial_id, r.run_id) for r in ranked[1:])
-        if referenced:
-            reason = _BY_CROSS_REFERENCE
-        elif with_model and len(with_model) < len(runs):
-            reason = _BY_MODEL
-        else:
-            reason = _BY_RUN_ID
-        ordered = sorted(runs, key=lambda r: r.run_id or "")
-        conflict = {
-            "kind": DUPLICATE_RUNS,
-            "source": SOURCE_MLFLOW,
-            "trial_id": trial_id,
-            "variant": counted.variant,
-            "run_ids": [r.run_id for r in ordered],
-            "values": [r.metric for r in ordered],
-            "with_model": [r.run_id in with_model for r in ordered],
-            "counted_run_id": counted.run_id,
-            "counted_value": counted.metric,
-            "rule": reason,
-        }
+        conflict, outranked = _resolve_trial(scan.backbone, trial_id, runs, references.get(trial_id, set()), client)
         conflicts.append(conflict)
+        superseded += [(r.trial_id, r.run_id) for r in outranked]
+    return scan.with_superseded(superseded), conflicts
+
+
+def _resolve_trial(
+    backbone: str,
+    trial_id: str,
+    runs: Sequence[TrialCandidate],
+    references: set[str],
+    client: MlflowClient | None,
+) -> tuple[DuplicateRunsConflict, list[TrialCandidate]]:
+    """The conflict of one duplicated trial (logged), and the runs that do not count."""
+    referenced = references & {r.run_id for r in runs if r.run_id}
+    with_model = {r.run_id for r in runs if r.run_id and client is not None and has_model_artifacts(client, r.run_id)}
+    ranked = sorted(runs, key=lambda r: duplicate_run_rank(r, referenced, with_model))
+    counted = ranked[0]
+    if referenced:
+        reason = _BY_CROSS_REFERENCE
+    elif with_model and len(with_model) < len(runs):
+        reason = _BY_MODEL
+    else:
+        reason = _BY_RUN_ID
+    ordered = sorted(runs, key=lambda r: r.run_id or "")
+    conflict = DuplicateRunsConflict(
+        trial_id=trial_id,
+        variant=counted.variant,
+        run_ids=tuple(r.run_id for r in ordered),
+        values=tuple(r.metric for r in ordered),
+        with_model=tuple(r.run_id in with_model for r in ordered),
+        counted_run_id=counted.run_id,
+        counted_value=counted.metric,
+        rule=reason,
+    )
+    logger.warning(
+        "Conflicting records: %d FINISHED MLflow runs of backbone %s carry trial_key_hash %s (values %s); "
+        "counting run %s (%s), ignoring %s",
+        len(runs), backbone, trial_id[:12], ", ".join(f"{r.run_id}={r.metric:.6g}" for r in ordered),
+        counted.run_id, reason, ", ".join(str(r.run_id) for r in ranked[1:]),
+    )  # fmt: skip
+    if counted.run_id not in with_model and client is not None:
         logger.warning(
-            "Conflicting records: %d FINISHED MLflow runs of backbone %s carry trial_key_hash %s (values %s); "
-            "counting run %s (%s), ignoring %s",
-            len(runs), scan.backbone, trial_id[:12], ", ".join(f"{r.run_id}={r.metric:.6g}" for r in ordered),
-            counted.run_id, reason, ", ".join(str(r.run_id) for r in ranked[1:]),
-        )  # fmt: skip
-        if counted.run_id not in with_model and client is not None:
-            logger.warning(
-                "The counted run %s of trial %s has no model artifacts under %s/",
-                counted.run_id,
-                trial_id[:12],
-                contract.MODEL_ARTIFACT_DIR,
-            )
-    return conflicts
+            "The counted run %s of trial %s has no model artifacts under %s/",
+            counted.run_id,
+            trial_id[:12],
+            contract.MODEL_ARTIFACT_DIR,
+        )
+    return conflict, ranked[1:]
 
 
 def values_agree(first: float, second: float) -> bool:
@@ -145,7 +160,7 @@ def values_agree(first: float, second: float) -> bool:
 
 def value_conflicts(
     chosen: TrialCandidate, answering: str, scans: Mapping[str, SourceScan], partition: str
-) -> list[dict[str, Any]]:
+) -> list[ValueMismatchConflict]:
     """``value_mismatch`` conflicts: each other source whose records of the chosen trial hold another value
     (logged as one WARNING per source)."""
     conflicts = []
@@ -160,17 +175,16 @@ def value_conflicts(
         if not records:
             continue
         conflicts.append(
-            {
-                "kind": VALUE_MISMATCH,
-                "source": source,
-                "trial_id": chosen.trial_id,
-                "variant": chosen.variant,
-                "run_ids": sorted({c.run_id for c in records if c.run_id}),
-                "values": [c.metric for c in records],
-                "locations": [c.location for c in records],
-                "counted_source": answering,
-                "counted_value": chosen.metric,
-            }
+            ValueMismatchConflict(
+                source=source,
+                trial_id=chosen.trial_id,
+                variant=chosen.variant,
+                run_ids=tuple(sorted({c.run_id for c in records if c.run_id})),
+                values=tuple(c.metric for c in records),
+                locations=tuple(c.location for c in records),
+                counted_source=answering,
+                counted_value=chosen.metric,
+            )
         )
         logger.warning(
             "Conflicting records for %s: the chosen trial %s has %s=%.9g in %s, but %s records %s (%s); using %s's value",

@@ -2,8 +2,10 @@
 
 The rules (the contract, also in ``docs/selection.md``):
 
-1. Each source is scanned for every eligible trial of a backbone (see the ``scan_*`` functions for what is
-   eligible); ineligible items are counted per reason and logged, never dropped silently.
+1. Each source (a :class:`~benchmark_pipeline.selection.trial_source.TrialSource`: ``_mlflow_source``,
+   ``_study_source``, ``_disk_source`` say what is eligible) is scanned for every eligible trial of a backbone;
+   ineligible items are counted per :class:`~benchmark_pipeline.selection.records.ExclusionReason` and logged,
+   never dropped silently.
 2. A source *answers* a partition (a backbone, or a backbone × variant) only when it is reachable and has at
    least one eligible trial for it; the highest-priority answering source wins.
 3. Within a source, the best trial is the one with the best objective value; ties go to the lowest trial
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +35,24 @@ from mlflow.tracking import MlflowClient
 from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
-from benchmark_pipeline.selection._disk_source import scan_disk
-from benchmark_pipeline.selection._mlflow_source import scan_mlflow
-from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
+from benchmark_pipeline.selection._disk_source import DiskSource
+from benchmark_pipeline.selection._mlflow_source import MlflowSource
+from benchmark_pipeline.selection._study_source import StudyDirectionError, StudySource
 from benchmark_pipeline.selection.conflicts import resolve_duplicate_runs, value_conflicts
 from benchmark_pipeline.selection.records import (
-    SOURCE_DISK,
     SOURCE_MLFLOW,
     SOURCE_PRIORITY,
-    SOURCE_STUDY,
+    Conflict,
+    CrossReferences,
+    Disagreement,
+    DuplicateRunsConflict,
     SourceScan,
+    SourceSummary,
     TrialCandidate,
+    TrialPick,
 )
 from benchmark_pipeline.selection.study_storage import StudyStorages
+from benchmark_pipeline.selection.trial_source import TrialSource
 from benchmark_pipeline.tracking import client_or_default
 
 logger = logging.getLogger(__name__)
@@ -73,20 +81,22 @@ def retrieve_from_mlflow(
     hpo_experiments: Mapping[str, Mapping[str, str]],
     hpo_config: Mapping[str, Any],
     mlflow_client: MlflowClient | None,
+    *,
     data_config: Mapping[str, Any] | None = None,
     timeout_s: float | None = None,
 ) -> SourceScan:
     """Scan the MLflow runs of ``backbone``'s HPO experiment (``hpo_experiments[backbone]``: ``{name, id}``)."""
     objective = validate_objective(hpo_config)
-    experiment = dict(hpo_experiments[backbone]) if backbone in hpo_experiments else None
     data_fp = data_fingerprint(data_config) if data_config else None
-    return scan_mlflow(backbone, experiment, objective["metric"], mlflow_client, data_fp, timeout_s)
+    source = MlflowSource(mlflow_client, hpo_experiments, objective["metric"], data_fp=data_fp, timeout_s=timeout_s)
+    return source.scan(backbone)
 
 
 def retrieve_from_study(
     backbone: str,
     hpo_dir: Path,
     hpo_config: Mapping[str, Any],
+    *,
     storages: Iterable[str] = (),
     studies: Iterable[optuna.Study] = (),
     data_config: Mapping[str, Any] | None = None,
@@ -99,7 +109,15 @@ def retrieve_from_study(
     """
     objective = validate_objective(hpo_config)
     data_fp = data_fingerprint(data_config) if data_config else None
-    return scan_studies(backbone, hpo_dir, objective["direction"], storages, studies, data_fp, storage_pool)
+    source = StudySource(
+        hpo_dir,
+        objective["direction"],
+        extra_storages=storages,
+        studies={backbone: list(studies)},
+        data_fp=data_fp,
+        storage_pool=storage_pool,
+    )
+    return source.scan(backbone)
 
 
 def retrieve_from_disk(
@@ -108,46 +126,24 @@ def retrieve_from_disk(
     """Scan the trial folders of ``backbone`` under ``hpo_dir``."""
     objective = validate_objective(hpo_config)
     data_fp = data_fingerprint(data_config) if data_config else None
-    return scan_disk(backbone, hpo_dir, objective["metric"], data_fp)
+    return DiskSource(hpo_dir, objective["metric"], data_fp=data_fp).scan(backbone)
+
+
+def _disagreements(picks: Mapping[str, TrialCandidate | None]) -> list[Disagreement]:
+    ordered = [(source, pick) for source in SOURCE_PRIORITY if (pick := picks.get(source)) is not None]
+    if not ordered:
+        return []
+    chosen = ordered[0][1]
+    return [Disagreement.of(source, pick) for source, pick in ordered[1:] if pick.trial_id != chosen.trial_id]
 
 
 def compare_sources(picks: Mapping[str, TrialCandidate | None]) -> list[dict[str, Any]]:
     """The picks (in priority order) that differ from the highest-priority pick, as dicts with ``source``,
     ``trial_id``, ``metric`` and ``run_id``. Empty when every available pick names the same trial."""
-    ordered = [(source, picks[source]) for source in SOURCE_PRIORITY if picks.get(source) is not None]
-    if not ordered:
-        return []
-    chosen = ordered[0][1]
-    assert chosen is not None
-    return [
-        {"source": source, "trial_id": pick.trial_id, "metric": pick.metric, "run_id": pick.run_id}
-        for source, pick in ordered[1:]
-        if pick is not None and pick.trial_id != chosen.trial_id
-    ]
+    return [d.to_dict() for d in _disagreements(picks)]
 
 
-def _candidate_summary(scan: SourceScan, pick: TrialCandidate | None, variant: str | None) -> dict[str, Any]:
-    return {
-        "available": scan.available,
-        "error": scan.error,
-        "looked_at": list(scan.looked_at),
-        "eligible": len(scan.candidates_for(variant)),
-        "ineligible": scan.ineligible_counts(variant),
-        "pick": None
-        if pick is None
-        else {
-            "trial_id": pick.trial_id,
-            "metric": pick.metric,
-            "run_id": pick.run_id,
-            "trial_number": pick.trial_number,
-            "variant": pick.variant,
-        },
-    }
-
-
-def _fill_cross_references(
-    chosen: TrialCandidate, picks: Mapping[str, TrialCandidate | None], scans: Mapping[str, SourceScan], hpo_dir: Path
-) -> dict[str, Any]:
+def _cross_references(chosen: TrialCandidate, scans: Mapping[str, SourceScan], hpo_dir: Path) -> CrossReferences:
     """Run id, trial folder and model locations for the chosen trial, from whichever source knows them."""
     # counted(): a superseded duplicate run never lends the chosen trial its run id.
     same_trial = [c for scan in scans.values() for c in scan.counted() if c.trial_id == chosen.trial_id]
@@ -159,26 +155,40 @@ def _fill_cross_references(
     model_path = (
         str(Path(folder) / contract.ONNX_FILE) if folder and (Path(folder) / contract.ONNX_FILE).is_file() else None
     )
-    return {
-        "run_id": run_id,
-        "trial_dir": folder,
-        "model_path": model_path,
-        "model_uri": f"runs:/{run_id}/{contract.MODEL_ARTIFACT_DIR}/{contract.ONNX_FILE}" if run_id else None,
-    }
+    return CrossReferences(
+        run_id=run_id,
+        trial_dir=folder,
+        model_path=model_path,
+        model_uri=f"runs:/{run_id}/{contract.MODEL_ARTIFACT_DIR}/{contract.ONNX_FILE}" if run_id else None,
+    )
 
 
-def _select_partition(
-    backbone: str,
-    variant: str | None,
-    scans: Mapping[str, SourceScan],
-    objective: Mapping[str, str],
-    hpo_dir: Path,
-    selection_scope: str,
-    duplicate_runs: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any] | None:
-    direction = objective["direction"]
+@dataclass(frozen=True)
+class _Selection:
+    """What every partition of one retrieval is selected by."""
+
+    metric_name: str
+    direction: str
+    selection_scope: str
+    hpo_dir: Path
+
+
+@dataclass(frozen=True)
+class _BackboneScans:
+    """Every source's scan of one backbone (in :data:`SOURCE_PRIORITY` order), with the MLflow runs of one
+    trial resolved (:func:`~benchmark_pipeline.selection.conflicts.resolve_duplicate_runs`)."""
+
+    backbone: str
+    scans: Mapping[str, SourceScan]
+    duplicate_runs: tuple[DuplicateRunsConflict, ...]
+
+
+def _select_partition(scanned: _BackboneScans, variant: str | None, selection: _Selection) -> TrialPick | None:
+    """The pick of the highest-priority answering source for the backbone (``variant`` ``None``) or one of its
+    variants, with every source's summary, disagreements and conflicts; ``None`` when no source answers."""
+    scans = scanned.scans
     picks = {
-        source: scans[source].best(direction, variant) if scans[source].available else None
+        source: scans[source].best(selection.direction, variant) if scans[source].available else None
         for source in SOURCE_PRIORITY
     }
     answering = next((source for source in SOURCE_PRIORITY if picks[source] is not None), None)
@@ -186,59 +196,55 @@ def _select_partition(
         return None
     chosen = picks[answering]
     assert chosen is not None
-    disagreements = compare_sources(picks)
-    partition = backbone if variant is None else f"{backbone}/{variant}"
+    disagreements = _disagreements(picks)
+    partition = scanned.backbone if variant is None else f"{scanned.backbone}/{variant}"
     if disagreements:
-        others = ", ".join(f"{d['source']}={d['trial_id'][:12]} ({d['metric']:.6g})" for d in disagreements)
-        logger.warning(
-            "Sources disagree on the best trial for %s: %s=%s (%.6g), %s. Using %s (higher priority).",
-            partition,
-            answering,
-            chosen.trial_id[:12],
-            chosen.metric,
-            others,
-            answering,
-        )
+        _warn_disagreement(partition, answering, chosen, disagreements)
     # Duplicated runs of the partition's trials (they may have decided the pick), then the chosen trial's values.
-    conflicts = [dict(c) for c in duplicate_runs if variant is None or c["variant"] == variant]
+    conflicts: list[Conflict] = [c for c in scanned.duplicate_runs if variant is None or c.variant == variant]
     conflicts += value_conflicts(chosen, answering, scans, partition)
     mlflow_scan = scans[SOURCE_MLFLOW]
-    info: dict[str, Any] = {
-        "backbone": backbone,
-        "variant": chosen.variant,
-        "trial_id": chosen.trial_id,
-        "trial_key_hash": chosen.trial_id,
-        "trial_number": chosen.trial_number,
-        "study_name": chosen.study_name,
-        "study_key_hash": chosen.study_key_hash,
-        "metric_name": objective["metric"],
-        "metric": chosen.metric,
-        "direction": direction,
-        "source": answering,
-        "selection_scope": selection_scope,
-        "hyperparameters": dict(chosen.hyperparameters),
-        "sources_agree": not disagreements,
-        "disagreements": disagreements,
-        "conflicts": conflicts,
-        "mlflow_consulted": mlflow_scan.available,
-        "mlflow_not_consulted_reason": None if mlflow_scan.available else (mlflow_scan.error or "unavailable"),
-        "candidates": {source: _candidate_summary(scans[source], picks[source], variant) for source in SOURCE_PRIORITY},
-        # The HPO folder this selection read: benchmark_best_trials may read model files below it.
-        "hpo_output_dir": str(hpo_dir),
-    }
-    info.update(_fill_cross_references(chosen, picks, scans, hpo_dir))
+    pick = TrialPick(
+        chosen=chosen,
+        source=answering,
+        metric_name=selection.metric_name,
+        direction=selection.direction,
+        selection_scope=selection.selection_scope,
+        disagreements=tuple(disagreements),
+        conflicts=tuple(conflicts),
+        mlflow_consulted=mlflow_scan.available,
+        mlflow_not_consulted_reason=None if mlflow_scan.available else (mlflow_scan.error or "unavailable"),
+        candidates={source: SourceSummary.of(scans[source], picks[source], variant) for source in SOURCE_PRIORITY},
+        hpo_output_dir=str(selection.hpo_dir),
+        references=_cross_references(chosen, scans, selection.hpo_dir),
+    )
     logger.info(
         "Best trial for %s: %s (#%s) %s=%.6g from %s; ineligible: %s",
         partition,
         chosen.trial_id[:12],
         chosen.trial_number,
-        objective["metric"],
+        selection.metric_name,
         chosen.metric,
         answering,
         {s: scans[s].ineligible_counts(variant) for s in SOURCE_PRIORITY if scans[s].ineligible_counts(variant)}
         or "none",
     )
-    return info
+    return pick
+
+
+def _warn_disagreement(
+    partition: str, answering: str, chosen: TrialCandidate, disagreements: Sequence[Disagreement]
+) -> None:
+    others = ", ".join(f"{d.source}={d.trial_id[:12]} ({d.metric:.6g})" for d in disagreements)
+    logger.warning(
+        "Sources disagree on the best trial for %s: %s=%s (%.6g), %s. Using %s (higher priority).",
+        partition,
+        answering,
+        chosen.trial_id[:12],
+        chosen.metric,
+        others,
+        answering,
+    )
 
 
 def retrieve_best_trials(
@@ -281,89 +287,112 @@ def retrieve_best_trials(
         require_safe_component(backbone, "backbone")
     hpo_dir = Path(selection_config.get("hpo_output_dir") or Path(root_dir) / "outputs" / "hpo" / environment)
     client = client_or_default(mlflow_client, selection_config.get("tracking_uri"))
-    timeout_s = selection_config.get("mlflow_timeout_s")  # None: tracking.current_timeout_s()
-    studies = selection_config.get("optuna_studies") or {}
-    storages = selection_config.get("optuna_storages") or ()
+    selection = _Selection(objective["metric"], objective["direction"], selection_scope, hpo_dir)
 
     # One Optuna storage (one bounded connection pool) per URL for the whole retrieval, closed at the end.
     with StudyStorages() as storage_pool:
-        return _retrieve_partitions(
-            backbone_values,
-            hpo_experiments,
-            hpo_config,
-            data_config,
-            hpo_dir,
-            client,
-            timeout_s,
-            studies,
-            storages,
-            storage_pool,
-            objective,
-            selection_scope,
+        sources = _sources(
+            selection,
+            client=client,
+            hpo_experiments=hpo_experiments,
+            selection_config=selection_config,
+            data_fp=data_fingerprint(data_config) if data_config else None,
+            storage_pool=storage_pool,
         )
+        picks = _retrieve_partitions(backbone_values, sources, selection)
+    return {backbone: _trial_infos(entry) for backbone, entry in picks.items()}
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """The sources of one retrieval, in :data:`SOURCE_PRIORITY` order; MLflow's is also named, since its outage
+    is logged once and its client resolves duplicated runs."""
+
+    mlflow: MlflowSource
+    ranked: tuple[TrialSource, ...]
+
+
+def _sources(
+    selection: _Selection,
+    *,
+    client: MlflowClient | None,
+    hpo_experiments: Mapping[str, Mapping[str, str]],
+    selection_config: Mapping[str, Any],
+    data_fp: str | None,
+    storage_pool: StudyStorages,
+) -> _Sources:
+    studies: Mapping[str, optuna.Study] = selection_config.get("optuna_studies") or {}
+    mlflow = MlflowSource(
+        client,
+        hpo_experiments,
+        selection.metric_name,
+        data_fp=data_fp,
+        timeout_s=selection_config.get("mlflow_timeout_s"),  # None: tracking.current_timeout_s()
+    )
+    study = StudySource(
+        selection.hpo_dir,
+        selection.direction,
+        extra_storages=selection_config.get("optuna_storages") or (),
+        studies={backbone: [given] for backbone, given in studies.items()},
+        data_fp=data_fp,
+        storage_pool=storage_pool,
+    )
+    disk = DiskSource(selection.hpo_dir, selection.metric_name, data_fp=data_fp)
+    return _Sources(mlflow=mlflow, ranked=(mlflow, study, disk))
+
+
+def _scan_backbone(backbone: str, sources: _Sources) -> _BackboneScans:
+    mlflow_was_down = sources.mlflow.outage is not None
+    scans = {source.name: source.scan(backbone) for source in sources.ranked}
+    if sources.mlflow.outage is not None and not mlflow_was_down:
+        logger.warning("MLflow is unavailable (%s); falling back to Optuna studies and disk", sources.mlflow.outage)
+    duplicate_runs: list[DuplicateRunsConflict] = []
+    if scans[SOURCE_MLFLOW].available:
+        scans[SOURCE_MLFLOW], duplicate_runs = resolve_duplicate_runs(scans, sources.mlflow.client)
+    return _BackboneScans(backbone, scans, tuple(duplicate_runs))
 
 
 def _retrieve_partitions(
-    backbone_values: list[str],
-    hpo_experiments: dict[str, dict[str, str]],
-    hpo_config: dict[str, Any],
-    data_config: dict[str, Any],
-    hpo_dir: Path,
-    client: MlflowClient | None,
-    timeout_s: float | None,
-    studies: Mapping[str, optuna.Study],
-    storages: Iterable[str],
-    storage_pool: StudyStorages,
-    objective: Mapping[str, str],
-    selection_scope: str,
-) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    mlflow_outage: str | None = None
+    backbone_values: list[str], sources: _Sources, selection: _Selection
+) -> dict[str, TrialPick | dict[str, TrialPick]]:
+    results: dict[str, TrialPick | dict[str, TrialPick]] = {}
     for backbone in sorted(set(backbone_values), key=backbone_values.index):
-        if mlflow_outage is None:
-            mlflow_scan = retrieve_from_mlflow(backbone, hpo_experiments, hpo_config, client, data_config, timeout_s)
+        scanned = _scan_backbone(backbone, sources)
+        if selection.selection_scope == "overall":
+            pick = _select_partition(scanned, None, selection)
+            if pick is None:
+                raise NoTrialsFoundError(_nothing_found_message(backbone, scanned.scans))
+            results[backbone] = pick
         else:
-            # MLflow was found down for an earlier backbone: do not wait out the timeout again for each backbone.
-            mlflow_scan = SourceScan(SOURCE_MLFLOW, backbone, available=False, error=mlflow_outage)
-        scans = {
-            SOURCE_MLFLOW: mlflow_scan,
-            SOURCE_STUDY: retrieve_from_study(
-                backbone,
-                hpo_dir,
-                hpo_config,
-                storages,
-                [studies[backbone]] if backbone in studies else (),
-                data_config,
-                storage_pool,
-            ),
-            SOURCE_DISK: retrieve_from_disk(backbone, hpo_dir, hpo_config, data_config),
-        }
-        if client is not None and not mlflow_scan.available and mlflow_outage is None:
-            logger.warning("MLflow is unavailable (%s); falling back to Optuna studies and disk", mlflow_scan.error)
-            mlflow_outage = mlflow_scan.error or "unavailable"
-        duplicate_runs = resolve_duplicate_runs(scans, client) if mlflow_scan.available else []
-        if selection_scope == "overall":
-            info = _select_partition(backbone, None, scans, objective, hpo_dir, selection_scope, duplicate_runs)
-            if info is None:
-                raise NoTrialsFoundError(_nothing_found_message(backbone, scans))
-            results[backbone] = info
-        else:
-            variants = sorted(set().union(*(scan.variants() for scan in scans.values() if scan.available)))
-            if not variants:
-                raise NoTrialsFoundError(_nothing_found_message(backbone, scans))
-            per_variant = {}
-            for variant in variants:
-                info = _select_partition(backbone, variant, scans, objective, hpo_dir, selection_scope, duplicate_runs)
-                assert info is not None  # the variant came from an eligible candidate
-                per_variant[variant] = info
-            results[backbone] = per_variant
+            results[backbone] = _select_variants(scanned, selection)
     return results
+
+
+def _select_variants(scanned: _BackboneScans, selection: _Selection) -> dict[str, TrialPick]:
+    """One pick per variant that some available source holds an eligible trial of, in sorted variant order."""
+    variants = sorted(set().union(*(scan.variants() for scan in scanned.scans.values() if scan.available)))
+    if not variants:
+        raise NoTrialsFoundError(_nothing_found_message(scanned.backbone, scanned.scans))
+    per_variant = {}
+    for variant in variants:
+        pick = _select_partition(scanned, variant, selection)
+        assert pick is not None  # the variant came from an eligible candidate
+        per_variant[variant] = pick
+    return per_variant
+
+
+def _trial_infos(entry: TrialPick | Mapping[str, TrialPick]) -> dict[str, Any]:
+    """The design document's shape of one backbone's picks: a ``trial_info``, or ``{variant: trial_info}``."""
+    if isinstance(entry, TrialPick):
+        return entry.to_dict()
+    return {variant: pick.to_dict() for variant, pick in entry.items()}
 
 
 def retrieve_configured_best_trials(
     config: PipelineConfig,
     selection_scope: str = "overall",
     mlflow_client: MlflowClient | None = None,
+    *,
     backbones: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """:func:`retrieve_best_trials` with every argument taken from one deployment's :class:`PipelineConfig`,
