@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
+from benchmark_pipeline.layout import Layout
 from benchmark_pipeline.selection._disk_source import scan_disk
 from benchmark_pipeline.selection._mlflow_source import scan_mlflow
 from benchmark_pipeline.selection._study_source import StudyDirectionError, scan_studies
@@ -279,7 +280,7 @@ def retrieve_best_trials(
     objective = validate_objective(hpo_config)
     for backbone in backbone_values:
         require_safe_component(backbone, "backbone")
-    hpo_dir = Path(selection_config.get("hpo_output_dir") or Path(root_dir) / "outputs" / "hpo" / environment)
+    hpo_dir = Path(selection_config.get("hpo_output_dir") or Layout(Path(root_dir), environment).default_hpo_dir)
     client = client_or_default(mlflow_client, selection_config.get("tracking_uri"))
     timeout_s = selection_config.get("mlflow_timeout_s")  # None: tracking.current_timeout_s()
     studies = selection_config.get("optuna_studies") or {}
@@ -290,7 +291,6 @@ def retrieve_best_trials(
         return _retrieve_partitions(
             backbone_values,
             hpo_experiments,
-            hpo_config,
             data_config,
             hpo_dir,
             client,
@@ -306,7 +306,6 @@ def retrieve_best_trials(
 def _retrieve_partitions(
     backbone_values: list[str],
     hpo_experiments: dict[str, dict[str, str]],
-    hpo_config: dict[str, Any],
     data_config: dict[str, Any],
     hpo_dir: Path,
     client: MlflowClient | None,
@@ -319,24 +318,27 @@ def _retrieve_partitions(
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     mlflow_outage: str | None = None
+    # The objective is checked once, by retrieve_best_trials: the sources are scanned directly.
+    metric, data_fp = objective["metric"], data_fingerprint(data_config) if data_config else None
     for backbone in sorted(set(backbone_values), key=backbone_values.index):
         if mlflow_outage is None:
-            mlflow_scan = retrieve_from_mlflow(backbone, hpo_experiments, hpo_config, client, data_config, timeout_s)
+            experiment = dict(hpo_experiments[backbone]) if backbone in hpo_experiments else None
+            mlflow_scan = scan_mlflow(backbone, experiment, metric, client, data_fp, timeout_s)
         else:
             # MLflow was found down for an earlier backbone: do not wait out the timeout again for each backbone.
             mlflow_scan = SourceScan(SOURCE_MLFLOW, backbone, available=False, error=mlflow_outage)
         scans = {
             SOURCE_MLFLOW: mlflow_scan,
-            SOURCE_STUDY: retrieve_from_study(
+            SOURCE_STUDY: scan_studies(
                 backbone,
                 hpo_dir,
-                hpo_config,
+                objective["direction"],
                 storages,
                 [studies[backbone]] if backbone in studies else (),
-                data_config,
+                data_fp,
                 storage_pool,
             ),
-            SOURCE_DISK: retrieve_from_disk(backbone, hpo_dir, hpo_config, data_config),
+            SOURCE_DISK: scan_disk(backbone, hpo_dir, metric, data_fp),
         }
         if client is not None and not mlflow_scan.available and mlflow_outage is None:
             logger.warning("MLflow is unavailable (%s); falling back to Optuna studies and disk", mlflow_scan.error)
