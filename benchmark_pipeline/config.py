@@ -218,7 +218,9 @@ class ConfigSection(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _known_keys_only(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+    def _known_keys_and_source(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Refuse unknown keys before the fields are read (the first error is the one reported), and keep
+        the mapping as written."""
         if isinstance(value, dict) and cls.model_config.get("extra") == "forbid":
             problem = unknown_key_problem(value, cls.model_fields)
             if problem is not None:
