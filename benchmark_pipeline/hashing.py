@@ -83,6 +83,15 @@ def is_safe_component(value: Any, max_length: int = MAX_COMPONENT_LENGTH) -> boo
     )
 
 
+def safe_component_problem(value: Any, max_length: int = MAX_COMPONENT_LENGTH) -> str | None:
+    """Why ``value`` is not a safe identity component, as words that follow its name; ``None`` when it is one."""
+    if is_safe_component(value, max_length):
+        return None
+    if isinstance(value, str) and SAFE_COMPONENT_PATTERN.match(value) and value not in {".", ".."}:
+        return f"is {len(value)} characters long; at most {max_length} are allowed: {value[:40]!r}..."
+    return f"must be a non-empty string of ASCII letters, digits, '.', '_' or '-' (and not '.' or '..'), got {value!r}"
+
+
 def require_safe_component(value: Any, name: str, max_length: int = MAX_COMPONENT_LENGTH) -> str:
     """Return ``value`` if :func:`is_safe_component`, else raise ``ValueError`` naming ``name``.
 
@@ -91,18 +100,9 @@ def require_safe_component(value: Any, name: str, max_length: int = MAX_COMPONEN
     they name folders; and a component is at most ``max_length`` characters, so that the paths and
     file names built from it stay within the file system's limits.
     """
-    if (
-        isinstance(value, str)
-        and SAFE_COMPONENT_PATTERN.match(value)
-        and value not in {".", ".."}
-        and len(value) > max_length
-    ):
-        raise ValueError(f"{name} is {len(value)} characters long; at most {max_length} are allowed: {value[:40]!r}...")
-    if not is_safe_component(value, max_length):
-        raise ValueError(
-            f"{name} must be a non-empty string of ASCII letters, digits, '.', '_' or '-' "
-            f"(and not '.' or '..'), got {value!r}"
-        )
+    problem = safe_component_problem(value, max_length)
+    if problem is not None:
+        raise ValueError(f"{name} {problem}")
     return str(value)  # a str already (is_safe_component checked it)
 
 

@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S
+from benchmark_pipeline.layout import RootLayout
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def default_artifact_location(tracking_uri: str, root_dir: Path) -> str | None:
     (MLflow would otherwise write ``./mlruns`` wherever the process happens to run), the server's for HTTP."""
     if is_remote(tracking_uri):
         return None
-    return (root_dir / "outputs" / "mlflow" / "artifacts").resolve().as_uri()
+    return RootLayout(root_dir).mlflow_artifacts_dir.resolve().as_uri()
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark_pipeline.benchmarking.keys import KEY_SEPARATOR, parse_benchmark_key
+from benchmark_pipeline.layout import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ MAX_FILE_NAME_LENGTH = 255
 
 
 def cache_dir(root_dir: Path, environment: str) -> Path:
-    return Path(root_dir) / "outputs" / "benchmarking" / environment / "cache"
+    return Layout(Path(root_dir), environment).benchmark_cache_dir
 
 
 def cache_path(cache_directory: Path, benchmark_key: str) -> Path:

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.backends import BACKENDS, ONNXRUNTIME, PYTORCH, ModelFileError
+from benchmark_pipeline.layout import Layout
 
 #: Every file a backend may read from a model folder.
 MODEL_FILES = (
@@ -103,7 +104,7 @@ def plan_backends(
 
 def allowed_model_roots(root_dir: Path, environment: str, hpo_dirs: Sequence[Path | str | None]) -> list[Path]:
     """The folders model files may be read from: the default HPO folder and every configured one."""
-    roots = [Path(root_dir) / "outputs" / "hpo" / environment, *(Path(d) for d in hpo_dirs if d)]
+    roots = [Layout(Path(root_dir), environment).default_hpo_dir, *(Path(d) for d in hpo_dirs if d)]
     return sorted({r.resolve() for r in roots})
 
 

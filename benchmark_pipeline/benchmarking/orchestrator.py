@@ -48,7 +48,7 @@ from benchmark_pipeline.benchmarking.mlflow_logging import (
 )
 from benchmark_pipeline.benchmarking.model_files import allowed_model_roots, resolve_model_dir
 from benchmark_pipeline.benchmarking.runner import run_benchmark
-from benchmark_pipeline.config import resolve_test_data, validate_benchmark_config
+from benchmark_pipeline.config import BenchmarkConfig, validate_benchmark_config
 from benchmark_pipeline.selection.shapes import iter_trial_infos, map_trial_infos
 from benchmark_pipeline.tracking import (
     MlflowUnavailableError,
@@ -307,10 +307,8 @@ def benchmark_best_trials(
     inside ``hpo_output_dir`` or the HPO folder the retrieval recorded (``trial_info["hpo_output_dir"]``),
     else downloaded from its HPO run's MLflow artifacts (:mod:`~benchmark_pipeline.benchmarking.model_files`).
     """
-    validate_benchmark_config(benchmark_config)
-    test_data = (
-        Path(test_data_path) if test_data_path is not None else resolve_test_data(benchmark_config, Path(root_dir))
-    )
+    settings = validate_benchmark_config(benchmark_config)
+    test_data = Path(test_data_path) if test_data_path is not None else settings.test_data_path(Path(root_dir))
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
     client = reachable_client(client_or_default(mlflow_client))
     stores = _Stores(
@@ -353,7 +351,7 @@ def benchmark_best_trials(
                         allowed_roots,
                         test_data,
                         data_config,
-                        benchmark_config,
+                        settings,
                         progress,
                     )
         except (KeyboardInterrupt, SystemExit):
@@ -378,7 +376,7 @@ def _run_and_persist(
     allowed_roots: Sequence[Path],
     test_data: Path | None,
     data_config: Mapping[str, Any],
-    benchmark_config: Mapping[str, Any],
+    benchmark_config: BenchmarkConfig,
     progress: ProgressCallback | None,
 ) -> dict[str, Any]:
     try:

@@ -38,7 +38,7 @@ from benchmark_pipeline.benchmarking.inputs import (
 from benchmark_pipeline.benchmarking.measurement import summarize, time_calls
 from benchmark_pipeline.benchmarking.metrics import task_metrics
 from benchmark_pipeline.benchmarking.model_files import find_torch_model, plan_backends
-from benchmark_pipeline.config import OPTIONAL_BENCHMARK_DEFAULTS, validate_benchmark_config
+from benchmark_pipeline.config import OPTIONAL_BENCHMARK_DEFAULTS, BenchmarkConfig, validate_benchmark_config
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def run_benchmark(
     model_dir: Path,
     test_data_path: Path | None,
     data_config: Mapping[str, Any],
-    benchmark_config: Mapping[str, Any],
+    benchmark_config: Mapping[str, Any] | BenchmarkConfig,
     progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
     """Benchmark the model files in ``model_dir`` for ``trial_info`` (see the module docstring)."""
@@ -132,7 +132,10 @@ def run_benchmark(
     from benchmark_pipeline.benchmarking.backends.pytorch import open_torch_model, torch_threads
     from benchmark_pipeline.benchmarking.environment import collect_environment
 
-    config = validate_benchmark_config(dict(benchmark_config))
+    # A BenchmarkConfig was checked by the caller (benchmark_best_trials); a mapping is checked here.
+    config = validate_benchmark_config(
+        benchmark_config if isinstance(benchmark_config, BenchmarkConfig) else dict(benchmark_config)
+    ).to_dict()
     report = progress or (lambda message: logger.info(message))
     max_length = int(config["max_length"])
     if "max_length" in data_config and max_length > int(data_config["max_length"]):

@@ -29,6 +29,7 @@ from benchmark_pipeline.defs.metadata import benchmark_metadata, mlflow_run_url
 from benchmark_pipeline.defs.partition_runs import PartitionResult, input_by_partition, partition_outputs
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.layout import Layout
 from benchmark_pipeline.selection.shapes import iter_trial_infos
 from benchmark_pipeline.tracking import reachable_client, resolve_experiment_id
 
@@ -36,7 +37,7 @@ from benchmark_pipeline.tracking import reachable_client, resolve_experiment_id
 def latency_chart_path(root_dir: Path, environment: str, benchmark_key: str) -> Path:
     """``{root_dir}/outputs/benchmarking/{environment}/charts/latency_<cache file name>.png``."""
     name = cache_path(cache_dir(root_dir, environment), benchmark_key).with_suffix(".png").name
-    return cache_dir(root_dir, environment).parent / "charts" / f"latency_{name}"
+    return Layout(root_dir, environment).charts_dir / f"latency_{name}"
 
 
 def _nested(trials: Mapping[str, dict[str, Any]], per_variant: bool) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from benchmark_pipeline.config import PipelineConfig
 def default_io_base_path(config: PipelineConfig) -> str:
     """``{root_dir}/outputs/dagster_io/{environment}``: fine on one machine, to be replaced by a shared URL
     when runs are launched on others."""
-    return str(config.root_dir / "outputs" / "dagster_io" / config.environment)
+    return str(config.layout.dagster_io_dir)
 
 
 class JsonOutputError(TypeError):

@@ -65,9 +65,7 @@ def leaderboard(
         except NoTrialsFoundError as error:
             raise dg.Failure(description=str(error)) from None
     rows = leaderboard_rows(per_variant, overall, stored, config.data_config, config.benchmark_config)
-    chart = leaderboard_chart(
-        rows, config.root_dir / "outputs" / "benchmarking" / config.environment / "charts" / "accuracy_vs_latency.png"
-    )
+    chart = leaderboard_chart(rows, config.layout.charts_dir / "accuracy_vs_latency.png")
     table = format_leaderboard_table(rows)
     context.log.info("leaderboard:\n" + table)
     run_id = log_leaderboard(client, config.benchmark_experiment(), config.root_dir, rows, chart)

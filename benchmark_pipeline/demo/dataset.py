@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmark_pipeline.hashing import data_fingerprint
+from benchmark_pipeline.layout import RootLayout
 
 LABELS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
 IGNORE_INDEX = -100
@@ -109,7 +110,7 @@ def dataset_directory(data_config: Mapping[str, Any], root_dir: Path) -> Path:
     if local_path:
         path = Path(local_path).expanduser()
         return path if path.is_absolute() else root_dir / path
-    return root_dir / "outputs" / "data" / f"{data_config['name']}-{data_fingerprint(data_config)}"
+    return RootLayout(root_dir).data_dir / f"{data_config['name']}-{data_fingerprint(data_config)}"
 
 
 def _write_atomically(path: Path, text: str) -> None:

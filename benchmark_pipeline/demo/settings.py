@@ -2,58 +2,81 @@
 fields and, per HPO variant, ``n_trials``, ``epochs`` and a ``search_space``.
 
 Retrieval and benchmarking never require these; only the demo's own assets and sweeps call
-:func:`validate_demo_config`, so a team's config in the design document's shape loads without them.
+:func:`validate_demo_config`, so a team's config in the design document's shape loads without them. The
+models below read the demo's fields and ignore the others (the core's :class:`~benchmark_pipeline.config.DataConfig`
+and :class:`~benchmark_pipeline.config.HpoConfig` check those); errors name the field as the core's do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
-from benchmark_pipeline.config import ConfigError, PipelineConfig, positive_int, require_field
+from pydantic import Field, model_validator
+
+from benchmark_pipeline.config import (
+    ConfigError,
+    FreeFormSection,
+    NonNegativeInt,
+    PipelineConfig,
+    PositiveInt,
+    validate_section,
+)
 
 #: The backbones the demo can train (the registry in :mod:`benchmark_pipeline.demo.models`, named here so
 #: that checking a config imports no torch).
 DEMO_BACKBONES = ("bilstm", "deep_transformer", "tiny_transformer")
-#: data_config fields the demo's dataset generator reads (all integers).
-DEMO_DATA_FIELDS = ("vocab_size", "max_length", "train_size", "validation_size", "test_size", "seed")
 
 
-def validate_demo_data_config(data_config: Mapping[str, Any]) -> None:
-    for key in DEMO_DATA_FIELDS:
-        positive_int(data_config, key, "data_config", allow_zero=key == "seed")
-    if data_config["vocab_size"] < 64:
-        raise ConfigError(f"data_config.vocab_size must be >= 64, got {data_config['vocab_size']}")
-    if data_config["max_length"] < 8:
-        raise ConfigError(f"data_config.max_length must be >= 8, got {data_config['max_length']}")
+class DemoDataConfig(FreeFormSection):
+    """The ``data_config`` fields the demo's dataset generator reads (all integers)."""
+
+    vocab_size: Annotated[int, Field(ge=64)]
+    max_length: Annotated[int, Field(ge=8)]
+    train_size: PositiveInt
+    validation_size: PositiveInt
+    test_size: PositiveInt
+    seed: NonNegativeInt
 
 
-def validate_search_space(space: Any, where: str) -> None:
-    if not isinstance(space, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(space).__name__}")
-    for param, spec in space.items():
-        pwhere = f"{where}.{param}"
-        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
-            raise ConfigError(f"{pwhere} must be a mapping with type float, int or categorical")
-        if spec["type"] == "categorical":
-            if not require_field(spec, "choices", pwhere, list):
-                raise ConfigError(f"{pwhere}.choices must not be empty")
-        else:
-            low = require_field(spec, "low", pwhere, (int, float))
-            high = require_field(spec, "high", pwhere, (int, float))
-            if low > high:
-                raise ConfigError(f"{pwhere}: low ({low}) must be <= high ({high})")
+#: data_config fields the demo's dataset generator reads.
+DEMO_DATA_FIELDS = tuple(DemoDataConfig.model_fields)
 
 
-def validate_demo_hpo_config(hpo_config: Mapping[str, Any]) -> None:
-    variants = hpo_config.get("variants")
-    if not isinstance(variants, dict) or not variants:
-        raise ConfigError("hpo_config.variants must name at least one variant for the embedded demo's sweeps")
-    for name, variant in variants.items():
-        where = f"hpo_config.variants.{name}"
-        positive_int(variant, "n_trials", where)
-        positive_int(variant, "epochs", where)
-        validate_search_space(require_field(variant, "search_space", where, dict), f"{where}.search_space")
+class SearchParameter(FreeFormSection):
+    """One parameter of a variant's ``search_space``: ``float`` or ``int`` from ``low`` to ``high``, or one
+    of ``choices``; other keys (``log``, ``step``) are Optuna's."""
+
+    type: Literal["float", "int", "categorical"]
+    choices: Annotated[list[Any], Field(min_length=1)] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_mapping(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or value.get("type") not in ("float", "int", "categorical"):
+            raise ValueError("must be a mapping with type float, int or categorical")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        required = ("choices",) if self.type == "categorical" else ("low", "high")
+        missing = [name for name in required if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"needs {' and '.join(missing)} (a {self.type} parameter)")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low ({self.to_dict()['low']}) must be <= high ({self.to_dict()['high']})")
+        return self
+
+
+class DemoVariant(FreeFormSection):
+    n_trials: PositiveInt
+    epochs: PositiveInt
+    search_space: dict[str, SearchParameter]
+
+
+class DemoHpoConfig(FreeFormSection):
+    variants: Annotated[dict[str, DemoVariant], Field(min_length=1)]
 
 
 def validate_demo_config(config: PipelineConfig) -> PipelineConfig:
@@ -61,8 +84,10 @@ def validate_demo_config(config: PipelineConfig) -> PipelineConfig:
     unknown = [b for b in config.backbones if b not in DEMO_BACKBONES]
     if unknown:
         raise ConfigError(f"config.backbones {unknown} are not backbones of the embedded demo {list(DEMO_BACKBONES)}")
-    validate_demo_data_config(config.data_config)
-    validate_demo_hpo_config(config.hpo_config)
+    validate_section(DemoDataConfig, config.data_config, "data_config")
+    if not config.hpo.variants:
+        raise ConfigError("hpo_config.variants must name at least one variant for the embedded demo's sweeps")
+    validate_section(DemoHpoConfig, config.hpo_config, "hpo_config")
     return config
 
 

@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig, validate_objective
 from benchmark_pipeline.hashing import data_fingerprint, require_safe_component
+from benchmark_pipeline.layout import Layout
 from benchmark_pipeline.selection._disk_source import DiskSource
 from benchmark_pipeline.selection._mlflow_source import MlflowSource
 from benchmark_pipeline.selection._study_source import StudyDirectionError, StudySource
@@ -285,7 +286,7 @@ def retrieve_best_trials(
     objective = validate_objective(hpo_config)
     for backbone in backbone_values:
         require_safe_component(backbone, "backbone")
-    hpo_dir = Path(selection_config.get("hpo_output_dir") or Path(root_dir) / "outputs" / "hpo" / environment)
+    hpo_dir = Path(selection_config.get("hpo_output_dir") or Layout(Path(root_dir), environment).default_hpo_dir)
     client = client_or_default(mlflow_client, selection_config.get("tracking_uri"))
     selection = _Selection(objective["metric"], objective["direction"], selection_scope, hpo_dir)
 
