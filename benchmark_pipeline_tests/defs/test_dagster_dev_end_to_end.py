@@ -29,7 +29,7 @@ from benchmark_pipeline.defs.sensors import SENSOR_TAG
 from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
 from benchmark_pipeline_tests.postgres_server import PostgresServer
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SENSOR_SELECTOR = {
     "repositoryLocationName": "benchmark_pipeline",
     "repositoryName": "__repository__",

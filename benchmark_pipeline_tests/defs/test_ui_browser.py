@@ -43,7 +43,7 @@ from benchmark_pipeline_tests.conftest import (
     free_port,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "dagster_ui_benchmark_result.png"
 CHART_SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "dagster_ui_latency_chart.png"
 PIPELINE_ASSETS = (
