@@ -32,7 +32,9 @@ from benchmark_pipeline.config import config_from_dict
 from benchmark_pipeline.demo.dataset import write_dataset
 from benchmark_pipeline.demo.sweep import run_sweep
 from benchmark_pipeline.selection.records import SourceScan, TrialCandidate
-from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, tiny_config_dict, unique_suffix
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.mlflow_server import MlflowServer
+from benchmark_pipeline_tests.tiny_config import tiny_config_dict, unique_suffix
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

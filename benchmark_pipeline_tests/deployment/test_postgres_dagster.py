@@ -19,8 +19,9 @@ from benchmark_pipeline.defs.io_managers import JsonIOManager
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline.defs.sensors import MAX_BENCHMARK_GENERATIONS, benchmark_run_key, benchmark_sensor
-from benchmark_pipeline_tests.conftest import DemoSweeps, unique_suffix
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 from benchmark_pipeline_tests.postgres_server import PostgresServer
+from benchmark_pipeline_tests.tiny_config import unique_suffix
 
 
 def dagster_yaml(postgres_url: str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.leases import LEASE_STALE_S, TAG_LEASE_HEARTBEAT, TAG_LEASE_OWNER
 from benchmark_pipeline.benchmarking.mlflow_logging import start_benchmark_run
 from benchmark_pipeline.demo.dataset import write_dataset
-from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, unique_suffix
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.mlflow_server import MlflowServer
 from benchmark_pipeline_tests.postgres_server import PostgresServer
 from benchmark_pipeline_tests.test_reliability import (
     _WORKER,
@@ -28,6 +29,7 @@ from benchmark_pipeline_tests.test_reliability import (
     _worker_spec,
     start_together_and_collect,
 )
+from benchmark_pipeline_tests.tiny_config import unique_suffix
 
 
 @pytest.fixture(scope="module")
