@@ -46,7 +46,7 @@ from benchmark_pipeline.benchmarking.metrics import macro_f1
 from benchmark_pipeline.benchmarking.runner import run_benchmark
 from benchmark_pipeline.demo.settings import is_demo_config
 from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
-from benchmark_pipeline_tests.conftest import unique_suffix
+from benchmark_pipeline_tests.tiny_config import unique_suffix
 
 transformers = pytest.importorskip("transformers", reason="the [hf] extra (transformers) is part of the dev install")
 

@@ -39,8 +39,9 @@ from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.sensors import benchmark_sensor
 from benchmark_pipeline.demo.dataset import write_dataset
 from benchmark_pipeline_tests.builders import complete_result
-from benchmark_pipeline_tests.conftest import DemoSweeps, tiny_config_dict, unique_suffix
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 from benchmark_pipeline_tests.fault_proxy import FaultProxy, wait_until
+from benchmark_pipeline_tests.tiny_config import tiny_config_dict, unique_suffix
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEARCH = "/api/2.0/mlflow/runs/search"

@@ -13,9 +13,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline_tests.conftest import (
-    DemoSweeps,
-)
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "benchmark_best_trials.ipynb"
 KERNEL = "benchmark-pipeline-test"

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -32,24 +31,16 @@ from benchmark_pipeline.config import config_from_dict
 from benchmark_pipeline.demo.dataset import write_dataset
 from benchmark_pipeline.demo.sweep import run_sweep
 from benchmark_pipeline.selection.records import SourceScan, TrialCandidate
-from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, tiny_config_dict, unique_suffix
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _best_from_disk(demo: DemoSweeps, backbone: str = "bilstm") -> dict[str, Any]:
-    """The demo's best trial, retrieved without MLflow (so any MLflow server can serve as benchmark store)."""
-    config = demo.config
-    return retrieve_best_trials(
-        [backbone],
-        {},
-        None,
-        {"hpo_output_dir": str(demo.hpo_dir)},
-        config.hpo_config,
-        config.data_config,
-        config.root_dir,
-        config.environment,
-    )
+from benchmark_pipeline_tests.benchmark_workers import (
+    PROJECT_ROOT,
+    WORKER_SCRIPT,
+    best_from_disk,
+    start_together_and_collect,
+    worker_spec,
+)
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.mlflow_server import MlflowServer
+from benchmark_pipeline_tests.tiny_config import tiny_config_dict, unique_suffix
 
 
 def _benchmark_runs(client: MlflowClient, experiment: str) -> list[Any]:
@@ -100,7 +91,7 @@ def test_mlflow_killed_before_logging_keeps_the_result_and_the_next_pass_uploads
     demo_sweeps: DemoSweeps, private_mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:
     config = demo_sweeps.config
-    best = _best_from_disk(demo_sweeps)
+    best = best_from_disk(demo_sweeps)
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     client = MlflowClient(private_mlflow_server.uri)
     steps = len(config.benchmark_config["backends"]) * len(config.benchmark_config["batch_sizes"])
@@ -148,72 +139,19 @@ def test_mlflow_killed_before_logging_keeps_the_result_and_the_next_pass_uploads
     assert len(_benchmark_runs(client, experiment["name"])) == 1
 
 
-_WORKER = textwrap.dedent(
-    """
-    import json, os, sys, time
-    from pathlib import Path
-    from mlflow.tracking import MlflowClient
-    from benchmark_pipeline import benchmark_best_trials
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    def progress(message):
-        if spec.get("ready_file"):
-            Path(spec["ready_file"]).write_text(message)
-            time.sleep(600)  # hold here, mid-benchmark, until killed
-    if spec.get("barrier_dir"):  # announce readiness, then wait for the common start signal
-        Path(spec["barrier_dir"], f"ready-{os.getpid()}").touch()
-        while not Path(spec["barrier_dir"], "go").exists():
-            time.sleep(0.01)
-    results = benchmark_best_trials(
-        spec["best"], Path(spec["test_data"]), Path(spec["root"]), spec["environment"], spec["data_config"], spec["hpo_config"],
-        spec["benchmark_config"], spec["experiment"], MlflowClient(spec["uri"]), Path(spec["hpo_dir"]), progress,
-    )
-    print(json.dumps({"status": results[next(iter(results))]["status"]}))
-    """
-)
-
-
-def _worker_spec(
-    demo: DemoSweeps, best: dict[str, Any], root: Path, experiment: dict[str, str], uri: str, **extra: Any
-) -> dict[str, Any]:
-    config = demo.config
-    return {
-        "best": best, "test_data": str(write_dataset(config.data_config, config.root_dir).test), "root": str(root), "environment": config.environment,
-        "data_config": config.data_config, "hpo_config": config.hpo_config, "benchmark_config": config.benchmark_config,
-        "experiment": experiment, "uri": uri, "hpo_dir": str(demo.hpo_dir), **extra,
-    }  # fmt: skip
-
-
-def start_together_and_collect(processes: list[subprocess.Popen[str]], barrier: Path) -> list[str]:
-    """Wait until every worker announced readiness in ``barrier``, start them at one moment, and return the
-    status each printed (after checking it exited 0)."""
-    deadline = time.monotonic() + 180
-    while len(list(barrier.glob("ready-*"))) < len(processes):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), (
-            "a worker died before the start signal"
-        )
-        time.sleep(0.1)
-    (barrier / "go").touch()
-    statuses = []
-    for process in processes:
-        out, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, out
-        statuses.append(json.loads(out.strip().splitlines()[-1])["status"])
-    return statuses
-
-
 def test_sigkill_mid_benchmark_leaves_nothing_that_blocks_a_rerun(
     demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
 ) -> None:
     config = demo_sweeps.config
-    best = _best_from_disk(demo_sweeps)
+    best = best_from_disk(demo_sweeps)
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     ready = tmp_path / "ready"
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(
-        json.dumps(_worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, ready_file=str(ready)))
+        json.dumps(worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, ready_file=str(ready)))
     )
     script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
+    script.write_text(WORKER_SCRIPT)
     process = subprocess.Popen([sys.executable, str(script), str(spec_path)], cwd=PROJECT_ROOT)
     deadline = time.monotonic() + 120
     while not ready.exists():
@@ -254,7 +192,7 @@ def test_sigkill_mid_benchmark_leaves_nothing_that_blocks_a_rerun(
 def test_eight_concurrent_benchmarks_of_one_key_run_it_once(
     demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path
 ) -> None:
-    best = _best_from_disk(demo_sweeps, "tiny_transformer")
+    best = best_from_disk(demo_sweeps, "tiny_transformer")
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     client = MlflowClient(mlflow_server)
     client.create_experiment(experiment["name"])  # created once up front, as a deployment would have it
@@ -263,10 +201,10 @@ def test_eight_concurrent_benchmarks_of_one_key_run_it_once(
     barrier.mkdir()
     # Every process imports its libraries first; when all eight are ready they start at the same moment.
     spec_path.write_text(
-        json.dumps(_worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, barrier_dir=str(barrier)))
+        json.dumps(worker_spec(demo_sweeps, best, tmp_path, experiment, mlflow_server, barrier_dir=str(barrier)))
     )
     script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
+    script.write_text(WORKER_SCRIPT)
     processes = [
         subprocess.Popen(
             [sys.executable, str(script), str(spec_path)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True

@@ -19,15 +19,17 @@ from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.leases import LEASE_STALE_S, TAG_LEASE_HEARTBEAT, TAG_LEASE_OWNER
 from benchmark_pipeline.benchmarking.mlflow_logging import start_benchmark_run
 from benchmark_pipeline.demo.dataset import write_dataset
-from benchmark_pipeline_tests.conftest import DemoSweeps, MlflowServer, unique_suffix
-from benchmark_pipeline_tests.postgres_server import PostgresServer
-from benchmark_pipeline_tests.test_reliability import (
-    _WORKER,
+from benchmark_pipeline_tests.benchmark_workers import (
     PROJECT_ROOT,
-    _best_from_disk,
-    _worker_spec,
+    WORKER_SCRIPT,
+    best_from_disk,
     start_together_and_collect,
+    worker_spec,
 )
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.mlflow_server import MlflowServer
+from benchmark_pipeline_tests.postgres_server import PostgresServer
+from benchmark_pipeline_tests.tiny_config import unique_suffix
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +46,14 @@ def postgres_mlflow_server(postgres_server: PostgresServer, tmp_path_factory: py
 def test_two_machines_benchmarking_one_key_at_once_make_exactly_one_benchmark(
     demo_sweeps: DemoSweeps, postgres_mlflow_server: str, tmp_path: Path
 ) -> None:
-    best = _best_from_disk(demo_sweeps, "bilstm")
+    best = best_from_disk(demo_sweeps, "bilstm")
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     client = MlflowClient(postgres_mlflow_server)
     client.create_experiment(experiment["name"])
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
+    script.write_text(WORKER_SCRIPT)
     processes = []
     for machine in ("machine-a", "machine-b"):
         root = tmp_path / machine  # its own cache folder, hence its own flock: only the MLflow lease is shared
@@ -59,7 +61,7 @@ def test_two_machines_benchmarking_one_key_at_once_make_exactly_one_benchmark(
         spec = root / "spec.json"
         spec.write_text(
             json.dumps(
-                _worker_spec(demo_sweeps, best, root, experiment, postgres_mlflow_server, barrier_dir=str(barrier))
+                worker_spec(demo_sweeps, best, root, experiment, postgres_mlflow_server, barrier_dir=str(barrier))
             )
         )
         processes.append(
@@ -80,7 +82,7 @@ def test_a_stale_lease_of_a_dead_machine_does_not_block_the_benchmark(
     demo_sweeps: DemoSweeps, postgres_mlflow_server: str, tmp_path: Path
 ) -> None:
     config = demo_sweeps.config
-    best = _best_from_disk(demo_sweeps, "bilstm")
+    best = best_from_disk(demo_sweeps, "bilstm")
     key = key_for_trial(best["bilstm"], config.data_config, config.benchmark_config)
     experiment = {"name": f"benchmarks-{unique_suffix()}"}
     client = MlflowClient(postgres_mlflow_server)

@@ -23,7 +23,8 @@ from benchmark_pipeline.defs.partition_runs import range_data_version
 from benchmark_pipeline.defs.resources import MlflowResource
 from benchmark_pipeline.defs.selection_assets import best_trial, best_trial_per_variant
 from benchmark_pipeline.defs.sensors import benchmark_sensor
-from benchmark_pipeline_tests.conftest import benchmark_runs, free_port
+from benchmark_pipeline_tests.mlflow_server import benchmark_runs
+from benchmark_pipeline_tests.ports import free_port
 
 DATA_VERSION_TAG = "dagster/data_version"
 ALL_BACKBONES = {

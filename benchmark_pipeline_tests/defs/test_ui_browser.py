@@ -38,12 +38,10 @@ from benchmark_pipeline.defs.leaderboard_assets import leaderboard
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
-from benchmark_pipeline_tests.conftest import (
-    DemoSweeps,
-    free_port,
-)
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.ports import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "dagster_ui_benchmark_result.png"
 CHART_SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "dagster_ui_latency_chart.png"
 PIPELINE_ASSETS = (

@@ -1,8 +1,9 @@
 """The benchmarking layer against real parts: the session's MLflow server over HTTP, real Optuna studies, and
-ONNX Runtime / PyTorch on models trained here by the real sweep (2 backbones x 2 variants x 2 trials).
+ONNX Runtime / PyTorch on the models of the session's demo sweeps (2 backbones x 2 variants x 3 trials).
 
-The trained models are shared by the whole module (``trained``); every test that writes benchmarks uses its
-own root folder and its own benchmark experiment, so tests do not see each other's results.
+The trained models are shared by the whole session (``demo_sweeps``, read-only; ``trained`` here); every test
+that writes benchmarks uses its own root folder and its own benchmark experiment, so tests do not see each
+other's results.
 """
 
 from __future__ import annotations
@@ -49,14 +50,14 @@ from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, RESULT_
 from benchmark_pipeline.benchmarking.measurement import MAX_ITERATIONS, summarize, time_calls
 from benchmark_pipeline.benchmarking.model_files import resolve_model_dir
 from benchmark_pipeline.benchmarking.report import plot_latency
-from benchmark_pipeline.config import PipelineConfig, config_from_dict
+from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.demo.dataset import write_dataset
-from benchmark_pipeline.demo.sweep import run_sweep
 from benchmark_pipeline.selection import retrieve_best_trials, retrieve_from_disk
 from benchmark_pipeline.selection.shapes import iter_trial_infos
 from benchmark_pipeline.tracking import search_all_runs
 from benchmark_pipeline_tests.builders import complete_result
-from benchmark_pipeline_tests.conftest import deep_merge, free_port, tiny_config_dict
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.ports import free_port
 
 ITERATIONS = 3
 NO_GPU = pytest.mark.skipif(
@@ -106,21 +107,10 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.mktemp("benchmark_models")
-    raw = deep_merge(
-        tiny_config_dict(root, mlflow_server),
-        {
-            "hpo_config": {"variants": {"v1": {"n_trials": 2}, "v2": {"n_trials": 2}}},
-            "benchmark_config": {"min_duration_s": 0},
-        },
-    )
-    config = config_from_dict(raw, env={})
-    client = MlflowClient(tracking_uri=mlflow_server)
-    for backbone in config.backbones:
-        for variant in config.variants:
-            summary = run_sweep(config, backbone, variant, client=client, progress=lambda _message: None)
-            assert summary.trials_in_study == 2
+def trained(demo_sweeps: DemoSweeps) -> Trained:
+    """The session's demo sweeps (read-only), an MLflow client and the test split of their dataset."""
+    config = demo_sweeps.config
+    client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
     test_data = write_dataset(config.data_config, config.root_dir).test
     return Trained(config=config, client=client, test_data=test_data)
 

@@ -19,8 +19,9 @@ from benchmark_pipeline.defs.io_managers import JsonIOManager
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline.defs.sensors import MAX_BENCHMARK_GENERATIONS, benchmark_run_key, benchmark_sensor
-from benchmark_pipeline_tests.conftest import DemoSweeps, unique_suffix
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 from benchmark_pipeline_tests.postgres_server import PostgresServer
+from benchmark_pipeline_tests.tiny_config import unique_suffix
 
 
 def dagster_yaml(postgres_url: str) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def test_the_shipped_dagster_yaml_runs_on_postgres_with_the_benchmark_limits(
 
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml", home / "dagster.yaml")
     # The deployment's environment (these are the file's own variables, not the code under test).
     for name, value in {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_HOST": "127.0.0.1",
                         "DAGSTER_PG_DB": postgres_server.create_database("dagster_shipped"), "DAGSTER_PG_PORT": str(postgres_server.port)}.items():  # fmt: skip

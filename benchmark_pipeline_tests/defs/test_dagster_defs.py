@@ -22,7 +22,8 @@ from benchmark_pipeline.defs.sensors import (
     benchmark_sensor,
     partition_discovery_sensor,
 )
-from benchmark_pipeline_tests.conftest import benchmark_runs, free_port
+from benchmark_pipeline_tests.mlflow_server import benchmark_runs
+from benchmark_pipeline_tests.ports import free_port
 
 TICK = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.UTC)
 

@@ -24,9 +24,7 @@ from benchmark_pipeline.defs.leaderboard_assets import leaderboard
 from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, multi_key
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial_per_variant
-from benchmark_pipeline_tests.conftest import (
-    DemoSweeps,
-)
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -24,7 +24,7 @@ from benchmark_pipeline.demo.models import build_model
 from benchmark_pipeline.demo.sweep import SweepSummary, run_sweep
 from benchmark_pipeline.demo.training import macro_f1, predict
 from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
-from benchmark_pipeline_tests.conftest import DemoSweeps
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 
 METRIC = "macro-f1"
 
@@ -209,7 +209,7 @@ TWIN_OVERRIDES = {"hpo_config": {"variants": {"v1": {"n_trials": 2}, "v2": None}
 @pytest.fixture(scope="module")
 def twin_sweeps(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> TwinSweeps:
     from benchmark_pipeline.config import config_from_dict
-    from benchmark_pipeline_tests.conftest import deep_merge, tiny_config_dict
+    from benchmark_pipeline_tests.tiny_config import deep_merge, tiny_config_dict
 
     client = MlflowClient(tracking_uri=mlflow_server)
     configs, summaries, snapshots = [], [], []

@@ -26,10 +26,11 @@ from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.defs.selection_assets import best_trial
 from benchmark_pipeline.defs.sensors import SENSOR_TAG
-from benchmark_pipeline_tests.conftest import DemoSweeps, free_port
+from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
+from benchmark_pipeline_tests.ports import free_port
 from benchmark_pipeline_tests.postgres_server import PostgresServer
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SENSOR_SELECTOR = {
     "repositoryLocationName": "benchmark_pipeline",
     "repositoryName": "__repository__",
