@@ -15,7 +15,7 @@ from benchmark_pipeline.config import (
     validate_benchmark_config,
     validate_objective,
 )
-from benchmark_pipeline_tests.conftest import deep_merge, tiny_config_dict
+from benchmark_pipeline_tests.tiny_config import deep_merge, tiny_config_dict
 
 
 def test_typed_views_beside_the_dicts_as_written(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from benchmark_pipeline.demo.dataset import dataset_directory
 from benchmark_pipeline.hashing import data_fingerprint
 from benchmark_pipeline.layout import Layout, RootLayout
 from benchmark_pipeline.tracking import default_artifact_location
-from benchmark_pipeline_tests.conftest import tiny_config_dict
+from benchmark_pipeline_tests.tiny_config import tiny_config_dict
 
 
 def test_layout_paths_are_the_documented_ones(tmp_path: Path) -> None:
