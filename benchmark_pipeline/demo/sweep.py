@@ -33,17 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline import contract
 from benchmark_pipeline.config import PipelineConfig
-from benchmark_pipeline.demo.dataset import LABELS, TokenBatch, load_split, write_dataset
-from benchmark_pipeline.demo.models import build_model, model_meta
-from benchmark_pipeline.demo.onnx_export import export_onnx
+from benchmark_pipeline.demo.dataset import TokenBatch, load_split, write_dataset
 from benchmark_pipeline.demo.settings import validate_demo_config
-from benchmark_pipeline.demo.training import macro_f1, predict, train_model
 from benchmark_pipeline.hashing import data_fingerprint, study_key_hash, trial_key_hash
 from benchmark_pipeline.selection.study_storage import close_storage, open_rdb_storage
 from benchmark_pipeline.tracking import (
@@ -432,48 +428,37 @@ class _TrialRunner:
         )
         run_id = run.info.run_id
         try:
-            trial_started = time.monotonic()
+            # torch is imported here, with the first trial this process trains: a rerun trains none.
+            from benchmark_pipeline.demo.trial_model import train_trial
+
             seed = plan.hpo_seed * 10_000 + trial.number
-            model, losses = self._train(hyperparameters, seed)
-            value = macro_f1(predict(model, self.validation), self.validation.labels)
-            train_seconds = time.monotonic() - trial_started
-            folder.mkdir(parents=True, exist_ok=True)
-            export_error = export_onnx(model, folder / contract.ONNX_FILE, plan.max_length)
-            torch.save(model.state_dict(), folder / contract.CHECKPOINT_FILE)
-            metrics = {
-                plan.metric_name: value,
-                "train_loss": losses[-1],
-                "train_seconds": train_seconds,
-                "onnx_max_abs_diff": export_error,
-                "num_parameters": float(sum(p.numel() for p in model.parameters())),
-            }
+            trained = train_trial(
+                backbone=plan.backbone,
+                hyperparameters=hyperparameters,
+                seed=seed,
+                shape=(plan.vocab_size, plan.max_length),
+                epochs=int(plan.variant_config["epochs"]),
+                batch_size=int(plan.config.hpo_config.get("batch_size", 32)),
+                train=self.train,
+                validation=self.validation,
+                metric_name=plan.metric_name,
+                folder=folder,
+            )
             _write_json_atomically(
                 folder / contract.TRIAL_META_FILE, self._trial_meta(trial, run_id, hyperparameters, trial_key, seed)
             )
-            _write_json_atomically(folder / contract.METRICS_FILE, metrics)
-            self._log_to_mlflow(run_id, metrics, hyperparameters, folder)
+            _write_json_atomically(folder / contract.METRICS_FILE, trained.metrics)
+            self._log_to_mlflow(run_id, trained.metrics, hyperparameters, folder)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
             raise
-        return run_id, value, train_seconds
-
-    def _train(self, hyperparameters: dict[str, Any], seed: int) -> tuple[torch.nn.Module, list[float]]:
-        plan = self.plan
-        torch.manual_seed(seed)
-        model = build_model(plan.backbone, hyperparameters, plan.vocab_size, len(LABELS), plan.max_length)
-        losses = train_model(
-            model,
-            self.train,
-            hyperparameters,
-            int(plan.variant_config["epochs"]),
-            int(plan.config.hpo_config.get("batch_size", 32)),
-            seed,
-        )
-        return model, losses
+        return run_id, trained.value, trained.train_seconds
 
     def _trial_meta(
         self, trial: optuna.Trial, run_id: str, hyperparameters: dict[str, Any], trial_key: str, seed: int
     ) -> dict[str, Any]:
+        from benchmark_pipeline.demo.trial_model import architecture
+
         plan = self.plan
         return {
             "backbone": plan.backbone,
@@ -488,7 +473,7 @@ class _TrialRunner:
             "objective": {"metric": plan.metric_name, "direction": plan.direction},
             "seed": seed,
             # what demo.models.load_trial_model needs to rebuild the architecture for the benchmark
-            "model": model_meta(plan.vocab_size, len(LABELS), plan.max_length),
+            "model": architecture(plan.vocab_size, plan.max_length),
         }
 
     def _log_to_mlflow(

@@ -4,6 +4,8 @@ idempotent reruns; deterministic results; a deterministic dataset."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -384,3 +386,28 @@ def test_a_trial_left_running_by_a_crashed_sweep_does_not_stop_the_rerun_short(
     crashed.ask()
     summary = run_sweep(config, "bilstm", "v1", client=mlflow_client, progress=_quiet)
     assert summary.trials_in_study == 2 and summary.trials_run_now == 2
+
+
+_RERUN_SWEEPS = """
+import json, sys
+from benchmark_pipeline.config import load_config
+from benchmark_pipeline.demo.sweep import run_sweep
+config = load_config(sys.argv[1], env={})
+summaries = [run_sweep(config, b, v, progress=lambda m: None) for b in config.backbones for v in config.variants]
+loaded = sorted(m for m in ("torch", "onnx", "onnxruntime") if m in sys.modules)
+print(json.dumps({"trained": sum(s.trials_run_now for s in summaries), "sweeps": len(summaries), "loaded": loaded}))
+"""
+
+
+def test_a_rerun_of_finished_sweeps_loads_no_torch(demo_sweeps: DemoSweeps, tmp_path: Path) -> None:
+    """Every trial finished: the sweeps train nothing, and (a fresh process) never import torch or ONNX."""
+    config_path, _raw = demo_sweeps.private_config_file(tmp_path)
+    probe = subprocess.run(
+        [sys.executable, "-c", _RERUN_SWEEPS, str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert json.loads(probe.stdout.strip().splitlines()[-1]) == {"trained": 0, "sweeps": 4, "loaded": []}
