@@ -169,9 +169,9 @@ class ResultStore:
 
     def exists(self, benchmark_key: str) -> bool:
         """MLflow first (when a client is given), then the disk cache."""
-        return (self.client is not None and self.in_mlflow(benchmark_key)) or self.cached_file(
-            benchmark_key
-        ) is not None
+        if self.client is not None and self.in_mlflow(benchmark_key):
+            return True
+        return self.cached_file(benchmark_key) is not None
 
     def runs_by_key(self) -> RunsByKey:
         """Every active benchmark run, grouped by key: one paginated, tag-filtered search, whatever the number
