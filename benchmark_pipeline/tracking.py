@@ -10,6 +10,11 @@
   waited for up to ``timeout_s`` (a busy server is not a dead one).
 * :func:`search_all_runs` pages through ``search_runs`` until the server has nothing left: one call returns
   at most ``max_results`` runs and says nothing about the rest.
+* :func:`search_run_records` is the fast path of a search against an HTTP server: it reads the REST API's JSON
+  through MLflow's own route for ``SearchRuns`` (``RestStore._METHOD_TO_INFO``, private). This module is the only
+  home of MLflow internals. When they move, the search falls back to the public client (slower, same records);
+  with ``$BENCHMARK_PIPELINE_STRICT_MLFLOW_INTERNALS`` set (the test suite sets it) it raises
+  :class:`MlflowInternalsMovedError` instead, so a moved internal fails CI rather than hiding behind the fallback.
 """
 
 from __future__ import annotations
@@ -19,17 +24,19 @@ import math
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.service_pb2 import SearchRuns
 from mlflow.store.tracking.rest_store import RestStore
 from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import http_request, verify_rest_response
+from mlflow.version import VERSION as MLFLOW_VERSION
 
 from benchmark_pipeline.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S
 from benchmark_pipeline.layout import RootLayout
@@ -42,6 +49,15 @@ SEARCH_PAGE_SIZE = 1000
 
 class MlflowUnavailableError(RuntimeError):
     """The MLflow tracking server could not be reached (refused, timed out, or unhealthy)."""
+
+
+class MlflowInternalsMovedError(RuntimeError):
+    """An MLflow internal the search fast path relies on is gone (raised only in strict mode, see the module
+    docstring)."""
+
+
+#: Set (to anything but "" or "0") to raise :class:`MlflowInternalsMovedError` instead of falling back.
+STRICT_INTERNALS_ENV = "BENCHMARK_PIPELINE_STRICT_MLFLOW_INTERNALS"
 
 
 BACKOFF_FACTOR_S = 1  # MLflow parses an integer; urllib3 sleeps 1 s, then 2 s, ... between retries
@@ -121,7 +137,7 @@ def reachable_client(client: MlflowClient | None) -> MlflowClient | None:
     if client is None:
         return None
     try:
-        ensure_reachable(client_tracking_uri(client))
+        ensure_reachable(client.tracking_uri)
     except MlflowUnavailableError as error:
         logger.warning("%s; using the disk cache only", error)
         return None
@@ -129,7 +145,7 @@ def reachable_client(client: MlflowClient | None) -> MlflowClient | None:
 
 
 def client_tracking_uri(client: MlflowClient) -> str:
-    return str(client._tracking_client.tracking_uri)
+    return str(client.tracking_uri)
 
 
 def default_artifact_location(tracking_uri: str, root_dir: Path) -> str | None:
@@ -206,6 +222,80 @@ def _record_from_json(run: dict[str, Any]) -> RunRecord:
     )
 
 
+def run_record(run: Run) -> RunRecord:
+    """The :class:`RunRecord` of a ``Run`` entity (what the public client path returns)."""
+    return RunRecord(
+        run.info.run_id,
+        run.info.status,
+        run.info.lifecycle_stage,
+        dict(run.data.tags),
+        dict(run.data.params),
+        dict(run.data.metrics),
+        run.info.start_time,
+    )
+
+
+@dataclass(frozen=True)
+class RestSearchRoute:
+    """Where the fast path sends ``runs/search``: the client's REST store and MLflow's route for the API."""
+
+    store: RestStore
+    endpoint: str
+    method: str
+
+
+#: MLflow's private route table on ``RestStore`` (API message → (endpoint, HTTP method)).
+_ROUTE_TABLE = "_METHOD_TO_INFO"
+
+
+def _strict_internals() -> bool:
+    return os.environ.get(STRICT_INTERNALS_ENV, "") not in ("", "0")
+
+
+def rest_search_route(client: MlflowClient) -> RestSearchRoute | None:
+    """The fast path's route for ``client``, or ``None`` when the search must take the public client path:
+    a local store, or (outside strict mode) an MLflow whose internals moved."""
+    # The store the client was built with, and MLflow's own route for the API: both private.
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    route = getattr(RestStore, _ROUTE_TABLE, {}).get(SearchRuns)
+    if isinstance(store, RestStore) and route is not None:
+        endpoint, method = route
+        return RestSearchRoute(store, str(endpoint), str(method))
+    if is_remote(str(client.tracking_uri)) and _strict_internals():
+        raise MlflowInternalsMovedError(
+            f"the runs/search fast path found no {'REST store' if not isinstance(store, RestStore) else 'route'} "
+            f"for {client.tracking_uri} (MlflowClient._tracking_client.store, RestStore.{_ROUTE_TABLE}[SearchRuns]) "
+            f"in MLflow {MLFLOW_VERSION}; update benchmark_pipeline.tracking.rest_search_route"
+        )
+    return None
+
+
+# MLflow's http_request is untyped; typed here once.
+_http_request: Callable[..., requests.Response] = http_request
+
+
+def _rest_search_pages(
+    route: RestSearchRoute, experiment_id: str, filter_string: str, run_view_type: int, page_size: int
+) -> Iterator[RunRecord]:
+    page_token = None
+    while True:
+        body: dict[str, Any] = {
+            "experiment_ids": [str(experiment_id)],
+            "filter": filter_string,
+            "run_view_type": _VIEW_TYPE_NAMES[run_view_type],
+            "max_results": page_size,
+        }
+        if page_token:
+            body["page_token"] = page_token
+        response = _http_request(route.store.get_host_creds(), route.endpoint, route.method, json=body)
+        page = verify_rest_response(response, route.endpoint).json()
+        for run in page.get("runs", ()):
+            yield _record_from_json(run)
+        page_token = page.get("next_page_token")
+        if not page_token:
+            return
+
+
 def search_run_records(
     client: MlflowClient,
     experiment_id: str,
@@ -219,43 +309,14 @@ def search_run_records(
     (``POST /api/2.0/mlflow/runs/search``, through MLflow's own ``http_request`` with the client's credentials
     and retries): ``MlflowClient.search_runs`` would parse every page into protobuf messages with protobuf's
     pure-Python ``json_format`` and then into ``Run`` entities, which costs as much as the server's own work
-    (see BENCHMARKS.md). Other stores go through ``search_runs``.
+    (see BENCHMARKS.md). Other stores go through ``search_runs`` (:func:`rest_search_route`).
     """
-    store = getattr(client._tracking_client, "store", None)  # the store the client was built with (private)
-    route = getattr(RestStore, "_METHOD_TO_INFO", {}).get(SearchRuns)  # MLflow's own route for the API (private)
-    if not isinstance(store, RestStore) or route is None:
-        # Local stores, or an MLflow whose internals moved: the public (slower) client path.
-        for run in search_all_runs(
-            client, [experiment_id], filter_string, run_view_type=run_view_type, page_size=page_size
-        ):
-            yield RunRecord(
-                run.info.run_id,
-                run.info.status,
-                run.info.lifecycle_stage,
-                dict(run.data.tags),
-                dict(run.data.params),
-                dict(run.data.metrics),
-                run.info.start_time,
-            )
+    route = rest_search_route(client)
+    if route is None:
+        runs = search_all_runs(client, [experiment_id], filter_string, run_view_type=run_view_type, page_size=page_size)
+        yield from map(run_record, runs)
         return
-    endpoint, method = route
-    page_token = None
-    while True:
-        body: dict[str, Any] = {
-            "experiment_ids": [str(experiment_id)],
-            "filter": filter_string,
-            "run_view_type": _VIEW_TYPE_NAMES[run_view_type],
-            "max_results": page_size,
-        }
-        if page_token:
-            body["page_token"] = page_token
-        response = verify_rest_response(http_request(store.get_host_creds(), endpoint, method, json=body), endpoint)
-        page = response.json()
-        for run in page.get("runs", ()):
-            yield _record_from_json(run)
-        page_token = page.get("next_page_token")
-        if not page_token:
-            return
+    yield from _rest_search_pages(route, experiment_id, filter_string, run_view_type, page_size)
 
 
 def search_all_runs(

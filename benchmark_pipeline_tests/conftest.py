@@ -36,6 +36,8 @@ import pytest
 # MLflow's client prints a "View run ... at ..." line, fetching the run once more, every time a run is
 # terminated; in tests that is only noise and an extra HTTP request per run. (A documented MLflow setting.)
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# The MLflow search fast path raises instead of falling back silently when MLflow's internals move (tracking.py).
+os.environ.setdefault("BENCHMARK_PIPELINE_STRICT_MLFLOW_INTERNALS", "1")
 
 from mlflow.tracking import MlflowClient
 

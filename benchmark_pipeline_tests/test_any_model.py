@@ -41,7 +41,7 @@ from benchmark_pipeline import (
     load_config,
     retrieve_best_trials,
 )
-from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys
+from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs
 from benchmark_pipeline.benchmarking.metrics import macro_f1
 from benchmark_pipeline.benchmarking.runner import run_benchmark
 from benchmark_pipeline.demo.settings import is_demo_config
@@ -324,7 +324,7 @@ def test_hf_models_retrieved_and_benchmarked_from_trial_folders(team_hpo: TeamHp
         assert result["trial_id"] == team_hpo.best[backbone]
         _assert_both_backends(result)
     client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
-    assert finished_keys(fetch_benchmark_runs(client, config.benchmark_experiment())) == {
+    assert fetch_benchmark_runs(client, config.benchmark_experiment()).finished_keys() == {
         r["benchmark_key"] for r in results.values()
     }
     # Idempotent: the second pass finds both keys and benchmarks nothing.

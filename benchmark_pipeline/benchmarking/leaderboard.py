@@ -21,17 +21,13 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
+from benchmark_pipeline.benchmarking.existence import ResultStore
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.report import headless_pyplot
 from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.selection.shapes import iter_trial_infos
 from benchmark_pipeline.selection.trial_retrieval import retrieve_configured_best_trials
-from benchmark_pipeline.tracking import (
-    client_tracking_uri,
-    default_artifact_location,
-    get_or_create_experiment,
-)
+from benchmark_pipeline.tracking import default_artifact_location, get_or_create_experiment
 
 #: Tag that marks leaderboard runs in the benchmark experiment (they carry no ``benchmark_key``).
 LEADERBOARD_TAG = "benchmark_pipeline.leaderboard"
@@ -52,12 +48,11 @@ def collect_leaderboard(
     the stored benchmark of each per-variant pick by benchmark key (``None`` where not benchmarked yet)."""
     per_variant = retrieve_configured_best_trials(config, "per_variant", client)
     overall = retrieve_configured_best_trials(config, "overall", client)
+    store = ResultStore.at(config.root_dir, config.environment, config.benchmark_experiment(), client)
     stored: dict[str, dict[str, Any] | None] = {}
     for info in iter_trial_infos(per_variant):
         key = key_for_trial(info, config.data_config, config.benchmark_config)
-        stored[key] = find_existing_benchmark(
-            key, config.benchmark_experiment(), config.root_dir, config.environment, client
-        )
+        stored[key] = store.find(key)
     return per_variant, overall, stored
 
 
@@ -212,7 +207,7 @@ def log_leaderboard(
     ``leaderboard.json``, ``leaderboard.txt`` and ``accuracy_vs_latency.png``; returns its run id. A FINISHED
     leaderboard run of the same rows (tag ``benchmark_pipeline.leaderboard_digest``) is reused, not repeated."""
     experiment_id = benchmark_experiment.get("id") or get_or_create_experiment(
-        client, benchmark_experiment["name"], default_artifact_location(client_tracking_uri(client), Path(root_dir))
+        client, benchmark_experiment["name"], default_artifact_location(client.tracking_uri, Path(root_dir))
     )
     digest = leaderboard_digest(rows)
     existing = client.search_runs(

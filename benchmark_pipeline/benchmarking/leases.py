@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from mlflow.entities import Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -105,6 +106,7 @@ def mlflow_lease(
     client: MlflowClient,
     experiment_id: str,
     benchmark_key: str,
+    *,
     create_run: Callable[[], str],
     is_done: Callable[[], bool],
     scope: str | None = None,
@@ -114,50 +116,15 @@ def mlflow_lease(
     ``create_run``, the benchmark's own run), or ``None`` when ``is_done()`` became true while waiting (another
     machine finished the key: measure nothing). The heartbeat stops when the block ends; the caller sets the
     run's final status (FINISHED or FAILED), which ends the lease."""
-    owner = uuid.uuid4().hex
+    contest = _Contest(client, experiment_id, benchmark_key, scope, owner=uuid.uuid4().hex)
     deadline = time.monotonic() + timeout_s
     while True:
-        waited = False
-        while live_leases(client, experiment_id, benchmark_key, scope):
-            waited = True
-            if is_done():
-                yield None
-                return
-            if time.monotonic() > deadline:
-                raise LeaseTimeoutError(
-                    f"another machine has held the MLflow lease on benchmark {benchmark_key} for over {timeout_s:.0f}s"
-                )
-            time.sleep(LEASE_POLL_S)
-        if waited and is_done():  # the holder finished between two polls
+        if contest.wait_while_held(is_done, deadline, timeout_s):
             yield None
             return
         run_id = create_run()
-        tags = {
-            TAG_LEASE_OWNER: owner,
-            TAG_LEASE_HEARTBEAT: f"{time.time():.0f}",
-            **({TAG_LEASE_SCOPE: scope} if scope else {}),
-        }
-        try:
-            client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
-            time.sleep(LEASE_SETTLE_S)
-            # Every live lease but the dead ones of this scope; this contender's own run among them.
-            holders = [
-                run for run in live_leases(client, experiment_id, benchmark_key)
-                if run.info.run_id == run_id or scope is None or run.data.tags.get(TAG_LEASE_SCOPE) != scope
-            ]  # fmt: skip
-        except BaseException:
-            _abandon(client, run_id)  # a run that never became a lease must not stay RUNNING
-            raise
-        if holders and holders[0].info.run_id == run_id:
+        if contest.take(run_id):
             break
-        # Lost the race: this run must not look like a benchmark attempt; wait for the holder instead.
-        logger.info(
-            "benchmark %s: another machine holds the lease (MLflow run %s); waiting",
-            benchmark_key,
-            holders[0].info.run_id if holders else "?",
-        )
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
-        client.delete_run(run_id)
     stop = threading.Event()
     beating = threading.Thread(
         target=_heartbeat, args=(client, run_id, stop), name=f"lease-{benchmark_key[:12]}", daemon=True
@@ -168,3 +135,58 @@ def mlflow_lease(
     finally:
         stop.set()
         beating.join()
+
+
+@dataclass(frozen=True)
+class _Contest:
+    """One contender for one key's lease (steps 1-3 of the module docstring)."""
+
+    client: MlflowClient
+    experiment_id: str
+    benchmark_key: str
+    scope: str | None
+    owner: str
+
+    def wait_while_held(self, is_done: Callable[[], bool], deadline: float, timeout_s: float) -> bool:
+        """Step 1: wait while another live lease exists; True when ``is_done()`` (the holder finished the key)."""
+        waited = False
+        while live_leases(self.client, self.experiment_id, self.benchmark_key, self.scope):
+            waited = True
+            if is_done():
+                return True
+            if time.monotonic() > deadline:
+                raise LeaseTimeoutError(
+                    f"another machine has held the MLflow lease on benchmark {self.benchmark_key} for over {timeout_s:.0f}s"
+                )
+            time.sleep(LEASE_POLL_S)
+        return waited and is_done()  # the holder finished between two polls
+
+    def take(self, run_id: str) -> bool:
+        """Steps 2-3 for the contender's new RUNNING run: True when it holds the lease; else the run is closed
+        and deleted (it must not look like a benchmark attempt) and the contender waits again."""
+        tags = {
+            TAG_LEASE_OWNER: self.owner,
+            TAG_LEASE_HEARTBEAT: f"{time.time():.0f}",
+            **({TAG_LEASE_SCOPE: self.scope} if self.scope else {}),
+        }
+        try:
+            self.client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
+            time.sleep(LEASE_SETTLE_S)
+            # Every live lease but the dead ones of this scope; this contender's own run among them.
+            holders = [
+                run for run in live_leases(self.client, self.experiment_id, self.benchmark_key)
+                if run.info.run_id == run_id or self.scope is None or run.data.tags.get(TAG_LEASE_SCOPE) != self.scope
+            ]  # fmt: skip
+        except BaseException:
+            _abandon(self.client, run_id)  # a run that never became a lease must not stay RUNNING
+            raise
+        if holders and holders[0].info.run_id == run_id:
+            return True
+        logger.info(
+            "benchmark %s: another machine holds the lease (MLflow run %s); waiting",
+            self.benchmark_key,
+            holders[0].info.run_id if holders else "?",
+        )
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        self.client.delete_run(run_id)
+        return False

@@ -34,12 +34,12 @@ from benchmark_pipeline.benchmarking.existence import (
     RESULT_ARTIFACT,
     RESULT_LOGGED_TAG,
     RUN_TOKEN_TAG,
+    ResultStore,
     download_result,
-    first_finished_run,
 )
 from benchmark_pipeline.benchmarking.keys import parse_benchmark_key
 from benchmark_pipeline.benchmarking.report import plot_latency
-from benchmark_pipeline.tracking import MlflowUnavailableError, client_tracking_uri, ensure_reachable
+from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def upload_pending(
     if entry is None or (logged and not verify_logged):
         return None
     result = entry["result"]
-    finished = first_finished_run(client, experiment_id, benchmark_key)
+    finished = ResultStore(cache_directory, {"id": experiment_id}, client).finished_run(benchmark_key)
     if finished is not None and logged:
         return None  # MLflow has it, as the cache says
     if finished is not None:
@@ -240,7 +240,7 @@ def upload_pending_benchmarks(
     if not candidates:
         return []
     try:
-        ensure_reachable(client_tracking_uri(client))
+        ensure_reachable(client.tracking_uri)
     except MlflowUnavailableError as error:
         logger.warning("%d cached benchmark(s) wait for MLflow: %s", len(candidates), error)
         return []

@@ -27,16 +27,16 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, read_cache_entry, write_cache_entry
+from benchmark_pipeline.benchmarking.cache import cache_path, write_cache_entry
 from benchmark_pipeline.benchmarking.claims import benchmark_claim
-from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, finished_keys
+from benchmark_pipeline.benchmarking.existence import ResultStore
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.leases import mlflow_lease
 from benchmark_pipeline.benchmarking.mlflow_logging import (
@@ -53,7 +53,6 @@ from benchmark_pipeline.selection.shapes import iter_trial_infos, map_trial_info
 from benchmark_pipeline.tracking import (
     MlflowUnavailableError,
     client_or_default,
-    client_tracking_uri,
     default_artifact_location,
     ensure_reachable,
     get_or_create_experiment,
@@ -80,7 +79,7 @@ def _benchmark_experiment_id(client: MlflowClient | None, experiment: Mapping[st
     if experiment.get("id"):
         return str(experiment["id"])
     return get_or_create_experiment(
-        client, experiment["name"], default_artifact_location(client_tracking_uri(client), root_dir)
+        client, experiment["name"], default_artifact_location(client.tracking_uri, root_dir)
     )
 
 
@@ -105,45 +104,74 @@ def filter_missing_benchmarks(
     backup, a deleted run): when MLflow is reachable, the cache's word is checked against it.
     """
     validate_benchmark_config(benchmark_config)
-    client = reachable_client(client_or_default(mlflow_client))
-    directory = cache_dir(root_dir, environment)
-    in_mlflow: set[str] = set()
-    if client is not None:
-        in_mlflow = finished_keys(fetch_benchmark_runs(client, benchmark_experiment))
-        keys = {key_for_trial(info, data_config, benchmark_config) for info in iter_trial_infos(best_trials)}
-        lost = sorted(k for k in keys - in_mlflow if read_cache_entry(directory, k) is not None)
-        pending = pending_keys(directory)
-        if pending or lost:
-            experiment_id = _benchmark_experiment_id(client, benchmark_experiment, Path(root_dir))
-            in_mlflow |= set(upload_pending_benchmarks(client, experiment_id, directory, pending, verify_logged=lost))
+    keyed = [(key_for_trial(info, data_config, benchmark_config), info) for info in iter_trial_infos(best_trials)]
+    missing = missing_benchmark_keys(
+        dict(keyed),
+        benchmark_experiment=benchmark_experiment,
+        root_dir=root_dir,
+        environment=environment,
+        mlflow_client=mlflow_client,
+    )
+    key_of = {id(info): key for key, info in keyed}  # the infos stay alive in ``keyed`` meanwhile
+    return map_trial_infos(best_trials, lambda info: info if key_of[id(info)] in missing else None)
 
-    def missing(trial_info: dict[str, Any]) -> dict[str, Any] | None:
-        key = key_for_trial(trial_info, data_config, benchmark_config)
+
+def missing_benchmark_keys(
+    trials_by_key: Mapping[str, Mapping[str, Any]],
+    *,
+    benchmark_experiment: Mapping[str, str],
+    root_dir: Path,
+    environment: str,
+    mlflow_client: MlflowClient | None = None,
+) -> set[str]:
+    """The keys of ``trials_by_key`` whose benchmark does not exist yet (see :func:`filter_missing_benchmarks`,
+    which is this for trials whose keys are not computed yet)."""
+    client = reachable_client(client_or_default(mlflow_client))
+    store = ResultStore.at(root_dir, environment, benchmark_experiment, client)
+    in_mlflow = _finished_in_mlflow(store, set(trials_by_key), Path(root_dir)) if client is not None else set()
+    missing = set()
+    for key, trial_info in trials_by_key.items():
         if key in in_mlflow:
             logger.info("Skipping %s: a FINISHED MLflow run has key %s", trial_info["backbone"], key)
-            return None
-        if read_cache_entry(directory, key) is not None:
+        elif store.cached_entry(key) is not None:
             logger.info("Skipping %s: the disk cache has key %s", trial_info["backbone"], key)
-            return None
-        return trial_info
+        else:
+            missing.add(key)
+    total = len(trials_by_key)
+    logger.info("%d of %d trial(s) need a benchmark; %d already benchmarked", len(missing), total, total - len(missing))
+    return missing
 
-    remaining = map_trial_infos(best_trials, missing)
-    total = sum(1 for _ in iter_trial_infos(best_trials))
-    kept = sum(1 for _ in iter_trial_infos(remaining))
-    logger.info("%d of %d trial(s) need a benchmark; %d already benchmarked", kept, total, total - kept)
-    return remaining
+
+def _finished_in_mlflow(store: ResultStore, keys: set[str], root_dir: Path) -> set[str]:
+    """Keys with a complete MLflow run, after uploading the cached results MLflow lacks: pending ones, and
+    those of ``keys`` the cache says logged but MLflow has no complete run of."""
+    assert store.client is not None
+    in_mlflow = store.runs_by_key().finished_keys()
+    lost = sorted(k for k in keys - in_mlflow if store.cached_entry(k) is not None)
+    pending = pending_keys(store.cache_directory)
+    if pending or lost:
+        experiment_id = _benchmark_experiment_id(store.client, store.experiment, root_dir)
+        uploaded = upload_pending_benchmarks(
+            store.client, experiment_id, store.cache_directory, pending, verify_logged=lost
+        )
+        in_mlflow |= set(uploaded)
+    return in_mlflow
 
 
 @dataclass(frozen=True)
 class _Stores:
-    """Where one call's results go: the disk cache, and MLflow when reachable."""
+    """Where one call's results go: the disk cache, and MLflow when reachable (``experiment_id`` made)."""
 
-    client: MlflowClient | None
-    experiment: Mapping[str, str]
+    results: ResultStore
     experiment_id: str | None
-    cache_directory: Path
-    root_dir: Path
-    environment: str
+
+    @property
+    def client(self) -> MlflowClient | None:
+        return self.results.client
+
+    @property
+    def cache_directory(self) -> Path:
+        return self.results.cache_directory
 
     def existing(self, key: str) -> dict[str, Any] | None:
         """The stored result of ``key`` (completing an upload left pending first); the caller holds the claim."""
@@ -152,7 +180,7 @@ class _Stores:
                 upload_pending(self.client, self.experiment_id, self.cache_directory, key, verify_logged=True)
             except (MlflowException, OSError) as error:
                 logger.warning("could not upload the cached benchmark %s: %s", key, error)
-        found = find_existing_benchmark(key, dict(self.experiment), self.root_dir, self.environment, self.client)
+        found = self.results.find(key)
         return (
             None
             if found is None
@@ -200,32 +228,9 @@ class _Stores:
 
     def persist(self, key: str, result: dict[str, Any], run_id: str | None) -> dict[str, Any]:
         """Steps 3-5 of the module docstring; raises :class:`ResultNotStoredError` when no store took it."""
-        cache_file: Path | None = None
-        problems = []
-        try:
-            cache_file = write_cache_entry(self.cache_directory, key, result, run_id, mlflow_logged=False)
-        except OSError as error:
-            problems.append(
-                f"cannot write the benchmark cache {cache_path(self.cache_directory, key)}: {type(error).__name__}: {error}"
-            )
-            logger.error("benchmark %s finished but %s", key, problems[-1])
-        logged = False
-        if run_id is not None and self.client is not None:
-            try:
-                # A dead server would make every call below wait out its retries: probe it first.
-                ensure_reachable(client_tracking_uri(self.client))
-                log_benchmark_result(self.client, run_id, result)
-                logged = True
-            except (MlflowUnavailableError, MlflowException, OSError) as error:
-                problems.append(f"cannot log it to MLflow run {run_id}: {type(error).__name__}: {error}")
-                logger.warning(
-                    "benchmark %s finished but is not in MLflow yet (%s); it is uploaded from %s on the next pass",
-                    key,
-                    error,
-                    cache_file,
-                )
-        else:
-            problems.append("no MLflow run to log it to")
+        problems: list[str] = []
+        cache_file = self._cache(key, result, run_id, problems)
+        logged = self._log(key, result, run_id, cache_file, problems)
         if not logged and cache_file is None:
             message = "the result reached no store: " + "; ".join(problems)
             self.end_run(run_id, "FAILED", message)
@@ -248,6 +253,39 @@ class _Stores:
             "mlflow_logged": logged,
             "cache_path": str(cache_file) if cache_file else None,
         }
+
+    def _cache(self, key: str, result: dict[str, Any], run_id: str | None, problems: list[str]) -> Path | None:
+        """Step 3: the cache entry, marked not yet in MLflow; ``None`` (the reason in ``problems``) on failure."""
+        try:
+            return write_cache_entry(self.cache_directory, key, result, run_id, mlflow_logged=False)
+        except OSError as error:
+            problems.append(
+                f"cannot write the benchmark cache {cache_path(self.cache_directory, key)}: {type(error).__name__}: {error}"
+            )
+            logger.error("benchmark %s finished but %s", key, problems[-1])
+            return None
+
+    def _log(
+        self, key: str, result: dict[str, Any], run_id: str | None, cache_file: Path | None, problems: list[str]
+    ) -> bool:
+        """Step 4: whether the result is logged to its MLflow run (the reason in ``problems`` when not)."""
+        if run_id is None or self.client is None:
+            problems.append("no MLflow run to log it to")
+            return False
+        try:
+            # A dead server would make every call below wait out its retries: probe it first.
+            ensure_reachable(self.client.tracking_uri)
+            log_benchmark_result(self.client, run_id, result)
+            return True
+        except (MlflowUnavailableError, MlflowException, OSError) as error:
+            problems.append(f"cannot log it to MLflow run {run_id}: {type(error).__name__}: {error}")
+            logger.warning(
+                "benchmark %s finished but is not in MLflow yet (%s); it is uploaded from %s on the next pass",
+                key,
+                error,
+                cache_file,
+            )
+            return False
 
 
 class ResultNotStoredError(RuntimeError):
@@ -312,81 +350,89 @@ def benchmark_best_trials(
     experiment = benchmark_experiment or DEFAULT_BENCHMARK_EXPERIMENT
     client = reachable_client(client_or_default(mlflow_client))
     stores = _Stores(
-        client,
-        experiment,
+        ResultStore.at(Path(root_dir), environment, experiment, client),
         _benchmark_experiment_id(client, experiment, Path(root_dir)),
-        cache_dir(root_dir, environment),
-        Path(root_dir),
-        environment,
     )
     hpo_dirs = [hpo_output_dir, *(info.get("hpo_output_dir") for info in iter_trial_infos(best_trials))]
-    allowed_roots = allowed_model_roots(Path(root_dir), environment, hpo_dirs)
-    failures: dict[str, str] = {}
-
-    def benchmark_one(trial_info: dict[str, Any]) -> dict[str, Any] | None:
-        key = key_for_trial(trial_info, data_config, benchmark_config)
-        try:
-            # Concurrent materializations of one key queue here; whoever comes second finds the first's result.
-            with benchmark_claim(stores.cache_directory, key):
-                found = stores.existing(key)
-                if found is not None:
-                    logger.info(
-                        "benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id")
-                    )
-                    return found
-                with stores.leased_run(key, trial_info.get("run_id")) as (go, run_id):
-                    if not go:
-                        found = stores.existing(key)
-                        logger.info(
-                            "benchmark %s was made on another machine meanwhile (MLflow run %s); not run again",
-                            key,
-                            found and found.get("mlflow_run_id"),
-                        )
-                        return found
-                    return _run_and_persist(
-                        stores,
-                        key,
-                        run_id,
-                        trial_info,
-                        allowed_roots,
-                        test_data,
-                        data_config,
-                        settings,
-                        progress,
-                    )
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as error:
-            failures[key] = f"{type(error).__name__}: {error}"
-            logger.error("benchmark %s failed: %s", key, failures[key])
-            return None
-
+    bench = _Benchmarks(
+        stores=stores,
+        allowed_roots=allowed_model_roots(Path(root_dir), environment, hpo_dirs),
+        test_data=test_data,
+        data_config=data_config,
+        benchmark_config=benchmark_config,
+        settings=settings,
+        progress=progress,
+    )
     with _sigterm_as_interrupt():
-        results = map_trial_infos(best_trials, benchmark_one)
-    if failures:
-        raise BenchmarkFailedError(failures)
+        results = map_trial_infos(best_trials, bench.benchmark_or_record_failure)
+    if bench.failures:
+        raise BenchmarkFailedError(bench.failures)
     return results
 
 
-def _run_and_persist(
-    stores: _Stores,
-    key: str,
-    run_id: str | None,
-    trial_info: dict[str, Any],
-    allowed_roots: Sequence[Path],
-    test_data: Path | None,
-    data_config: Mapping[str, Any],
-    benchmark_config: BenchmarkConfig,
-    progress: ProgressCallback | None,
-) -> dict[str, Any]:
-    try:
-        with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
-            model_dir = resolve_model_dir(trial_info, allowed_roots, stores.client, Path(download_root))
-            result = run_benchmark(
-                key, trial_info, model_dir, test_data, data_config, benchmark_config, progress
-            ).to_dict()
-    except BaseException as error:
-        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit)) or not isinstance(error, Exception)
-        stores.end_run(run_id, "KILLED" if interrupted else "FAILED", f"{type(error).__name__}: {error}")
-        raise
-    return stores.persist(key, result, run_id)
+@dataclass
+class _Benchmarks:
+    """One :func:`benchmark_best_trials` call: where results go, what the benchmarks read, what failed."""
+
+    stores: _Stores
+    allowed_roots: Sequence[Path]
+    test_data: Path | None
+    data_config: Mapping[str, Any]
+    benchmark_config: Mapping[str, Any]  # as given: the benchmark key hashes it
+    settings: BenchmarkConfig  # the same, validated: what the benchmark runs with
+    progress: ProgressCallback | None
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def benchmark_or_record_failure(self, trial_info: dict[str, Any]) -> dict[str, Any] | None:
+        """The trial's result; ``None`` when it failed (the error recorded in :attr:`failures` by key)."""
+        # The trial's key, computed once as it comes in and carried from here on.
+        key = key_for_trial(trial_info, self.data_config, self.benchmark_config)
+        try:
+            return self.benchmark(key, trial_info)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:
+            self.failures[key] = f"{type(error).__name__}: {error}"
+            logger.error("benchmark %s failed: %s", key, self.failures[key])
+            return None
+
+    def benchmark(self, key: str, trial_info: dict[str, Any]) -> dict[str, Any] | None:
+        """Under the key's claim and then its MLflow lease: the stored result if there is one, else a benchmark."""
+        # Concurrent materializations of one key queue here; whoever comes second finds the first's result.
+        with benchmark_claim(self.stores.cache_directory, key):
+            found = self.stores.existing(key)
+            if found is not None:
+                logger.info(
+                    "benchmark %s already exists (MLflow run %s); not run again", key, found.get("mlflow_run_id")
+                )
+                return found
+            with self.stores.leased_run(key, trial_info.get("run_id")) as (go, run_id):
+                if not go:
+                    found = self.stores.existing(key)
+                    logger.info(
+                        "benchmark %s was made on another machine meanwhile (MLflow run %s); not run again",
+                        key,
+                        found and found.get("mlflow_run_id"),
+                    )
+                    return found
+                return self.run_and_persist(key, run_id, trial_info)
+
+    def run_and_persist(self, key: str, run_id: str | None, trial_info: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with tempfile.TemporaryDirectory(prefix="benchmark_model_") as download_root:
+                model_dir = resolve_model_dir(trial_info, self.allowed_roots, self.stores.client, Path(download_root))
+                benchmark = run_benchmark(
+                    key,
+                    trial_info,
+                    model_dir,
+                    self.test_data,
+                    self.data_config,
+                    self.settings,
+                    self.progress,
+                )
+                result = benchmark.to_dict()
+        except BaseException as error:
+            interrupted = isinstance(error, (KeyboardInterrupt, SystemExit)) or not isinstance(error, Exception)
+            self.stores.end_run(run_id, "KILLED" if interrupted else "FAILED", f"{type(error).__name__}: {error}")
+            raise
+        return self.stores.persist(key, result, run_id)

@@ -20,14 +20,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmark_pipeline.benchmarking.backends import ONNXRUNTIME, PYTORCH, ModelFileError
+from benchmark_pipeline.benchmarking.backends import (
+    BACKEND_MODULES,
+    ONNXRUNTIME,
+    PYTORCH,
+    Backend,
+    ModelFileError,
+    OpenRequest,
+    open_backend,
+)
 from benchmark_pipeline.benchmarking.inputs import (
     SYNTHETIC_EXAMPLES,
     InputSpec,
@@ -37,7 +45,7 @@ from benchmark_pipeline.benchmarking.inputs import (
 )
 from benchmark_pipeline.benchmarking.measurement import summarize, time_calls
 from benchmark_pipeline.benchmarking.metrics import task_metrics
-from benchmark_pipeline.benchmarking.model_files import find_torch_model, plan_backends
+from benchmark_pipeline.benchmarking.model_files import plan_backends
 from benchmark_pipeline.config import OPTIONAL_BENCHMARK_DEFAULTS, BenchmarkConfig, validate_benchmark_config
 
 logger = logging.getLogger(__name__)
@@ -48,9 +56,10 @@ EVALUATION_CHUNK = 64
 ProgressCallback = Callable[[str], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchmarkResult:
-    """A complete benchmark of one trial; what the disk cache and the MLflow ``benchmark.json`` hold."""
+    """A complete benchmark of one trial; what the disk cache and the MLflow ``benchmark.json`` hold
+    (:meth:`to_dict`, the design document's shape)."""
 
     benchmark_key: str
     backbone: str
@@ -128,82 +137,39 @@ def run_benchmark(
     progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
     """Benchmark the model files in ``model_dir`` for ``trial_info`` (see the module docstring)."""
-    from benchmark_pipeline.benchmarking.backends.onnxruntime import open_onnx_session
-    from benchmark_pipeline.benchmarking.backends.pytorch import open_torch_model, torch_threads
+    from benchmark_pipeline.benchmarking.backends.pytorch import torch_threads
     from benchmark_pipeline.benchmarking.environment import collect_environment
 
     # A BenchmarkConfig was checked by the caller (benchmark_best_trials); a mapping is checked here.
     config = validate_benchmark_config(
         benchmark_config if isinstance(benchmark_config, BenchmarkConfig) else dict(benchmark_config)
     ).to_dict()
-    report = progress or (lambda message: logger.info(message))
-    max_length = int(config["max_length"])
-    if "max_length" in data_config and max_length > int(data_config["max_length"]):
-        raise ValueError(
-            f"benchmark_config.max_length ({max_length}) exceeds data_config.max_length ({data_config['max_length']}), the longest sequence the models were built for"
-        )
+    _check_max_length(config, data_config)
     trial = f"{trial_info.get('trial_id')} of {trial_info.get('backbone')}"
     factory = (config.get("pytorch") or {}).get("model_factory")
     backends, not_run = plan_backends(Path(model_dir), config.get("backends"), factory, trial)
     threads = int(config.get("intra_op_threads", 1))
-    device = config.get("device", "cpu")
     started_at = time.time()
     started = time.monotonic()
-
-    onnx = open_onnx_session(Path(model_dir) / "model.onnx", device, threads) if ONNXRUNTIME in backends else None
-    torch_files = find_torch_model(Path(model_dir), factory) if PYTORCH in backends else None
-    torch_model = open_torch_model(torch_files, trial_info, device) if torch_files is not None else None
+    request = OpenRequest(
+        model_dir=Path(model_dir),
+        trial_info=trial_info,
+        device=config.get("device", "cpu"),
+        intra_op_threads=threads,
+        model_factory=factory,
+    )
+    opened = {name: open_backend(name, request) for name in BACKEND_MODULES if name in backends}
+    onnx = opened.get(ONNXRUNTIME)
     data = _inputs(test_data_path, onnx.input_specs() if onnx else None, config, trial)
-
     with torch_threads(threads):
-        outputs = {}
-        if onnx is not None:
-            outputs[ONNXRUNTIME] = _evaluate(onnx.run, data)
-        if torch_model is not None:
-            outputs[PYTORCH] = _evaluate(torch_model.run, data)
-        quality: dict[str, float] = {"test_examples": float(len(data))}
-        if onnx is not None and torch_model is not None:
-            quality.update(
-                _compare(
-                    outputs[ONNXRUNTIME],
-                    outputs[PYTORCH],
-                    data,
-                    float(config.get("output_tolerance", 1e-3)),
-                    f"trial {trial} ({model_dir})",
-                )
-            )
-        if data.labels is not None:
-            quality.update(task_metrics(config.get("task"), next(iter(outputs.values())), data.labels))
-
-        measurements: list[dict[str, Any]] = []
-        providers_used: dict[str, str] = {}
-        steps = [(backend, size) for backend in backends for size in config["batch_sizes"]]
-        for index, (backend, batch_size) in enumerate(steps, start=1):
-            feeds = data.batch(batch_size)
-            call: Callable[[], object]
-            if backend == ONNXRUNTIME:
-                assert onnx is not None
-                call, provider = _onnx_call(onnx.run_all, feeds), onnx.provider_used
-            else:
-                assert torch_model is not None
-                call, provider = _torch_call(torch_model.forward, torch_model.to_device(feeds)), torch_model.provider
-            providers_used[backend] = provider
-            samples = time_calls(
-                call, int(config["warmup"]), int(config["iterations"]), float(config.get("min_duration_s", 0.0))
-            )
-            stats = summarize(samples, batch_size)
-            measurements.append({"backend": backend, "batch_size": batch_size, "provider": provider, **stats.to_dict()})
-            elapsed = time.monotonic() - started
-            report(
-                f"[{trial_info['backbone']}/{trial_info.get('variant')}] {backend} batch {batch_size} ({index}/{len(steps)}): "
-                f"p50 {stats.p50_ms:.3f} ms, {stats.throughput_samples_per_s:.0f} samples/s; "
-                f"elapsed {elapsed:.1f}s, ~{elapsed / index * (len(steps) - index):.1f}s left"
-            )
-
+        quality = _quality(opened, data, config, f"trial {trial} ({model_dir})")
+        label = f"[{trial_info['backbone']}/{trial_info.get('variant')}]"
+        steps = [(opened[backend], backend, size) for backend in backends for size in config["batch_sizes"]]
+        report = progress or (lambda message: logger.info(message))
+        measurements = _measure(steps, data=data, config=config, started=started, label=label, report=report)
     environment = collect_environment(threads)
-    if onnx is not None:
-        environment["onnxruntime_providers_requested"] = list(onnx.providers_requested)
-        environment["onnxruntime_providers_used"] = onnx.session.get_providers()
+    for backend in opened.values():
+        environment.update(backend.environment())
     return BenchmarkResult(
         benchmark_key=benchmark_key,
         backbone=trial_info["backbone"],
@@ -216,19 +182,61 @@ def run_benchmark(
         environment=environment,
         started_at=started_at,
         duration_s=time.monotonic() - started,
-        providers_used=providers_used,
+        providers_used={m["backend"]: m["provider"] for m in measurements},
         backends={**dict.fromkeys(backends, "ran"), **not_run},
         inputs=data.origin,
-        pytorch_route=torch_model.route if torch_model is not None else None,
+        pytorch_route=opened[PYTORCH].route if PYTORCH in opened else None,
     )
 
 
-# Calls are built by functions, not closures in the loop, so each binds its own backend and batch.
-def _onnx_call(
-    run_all: Callable[[dict[str, np.ndarray]], object], feeds: dict[str, np.ndarray]
-) -> Callable[[], object]:
-    return lambda: run_all(feeds)
+def _check_max_length(config: Mapping[str, Any], data_config: Mapping[str, Any]) -> None:
+    max_length = int(config["max_length"])
+    if "max_length" in data_config and max_length > int(data_config["max_length"]):
+        raise ValueError(
+            f"benchmark_config.max_length ({max_length}) exceeds data_config.max_length ({data_config['max_length']}), the longest sequence the models were built for"
+        )
 
 
-def _torch_call(forward: Callable[[Any], object], tensors: Any) -> Callable[[], object]:
-    return lambda: forward(tensors)
+def _quality(
+    opened: Mapping[str, Backend], data: ModelInputs, config: Mapping[str, Any], where: str
+) -> dict[str, float]:
+    """Step 3 of the module docstring: every backend's primary output on the whole input set, compared when
+    both ran, and scored when there are labels."""
+    outputs = {name: _evaluate(opened[name].run, data) for name in BACKEND_MODULES if name in opened}
+    quality: dict[str, float] = {"test_examples": float(len(data))}
+    if ONNXRUNTIME in outputs and PYTORCH in outputs:
+        tolerance = float(config.get("output_tolerance", 1e-3))
+        quality.update(_compare(outputs[ONNXRUNTIME], outputs[PYTORCH], data, tolerance, where))
+    if data.labels is not None:
+        quality.update(task_metrics(config.get("task"), next(iter(outputs.values())), data.labels))
+    return quality
+
+
+def _measure(
+    steps: Sequence[tuple[Backend, str, int]],
+    *,
+    data: ModelInputs,
+    config: Mapping[str, Any],
+    started: float,
+    label: str,
+    report: ProgressCallback,
+) -> list[dict[str, Any]]:
+    """Step 4 of the module docstring: one measurement per (backend, batch size), progress reported after each
+    (time elapsed since ``started``, the benchmark's start)."""
+    measurements: list[dict[str, Any]] = []
+    for index, (backend, name, batch_size) in enumerate(steps, start=1):
+        call = backend.timed_call(data.batch(batch_size))
+        samples = time_calls(
+            call, int(config["warmup"]), int(config["iterations"]), float(config.get("min_duration_s", 0.0))
+        )
+        stats = summarize(samples, batch_size)
+        measurements.append(
+            {"backend": name, "batch_size": batch_size, "provider": backend.provider, **stats.to_dict()}
+        )
+        elapsed = time.monotonic() - started
+        report(
+            f"{label} {name} batch {batch_size} ({index}/{len(steps)}): "
+            f"p50 {stats.p50_ms:.3f} ms, {stats.throughput_samples_per_s:.0f} samples/s; "
+            f"elapsed {elapsed:.1f}s, ~{elapsed / index * (len(steps) - index):.1f}s left"
+        )
+    return measurements

@@ -15,12 +15,12 @@ from typing import Any
 import dagster as dg
 
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path
-from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, find_existing_benchmark, stale_running_runs
+from benchmark_pipeline.benchmarking.existence import ResultStore
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.orchestrator import (
     BenchmarkFailedError,
     benchmark_best_trials,
-    filter_missing_benchmarks,
+    missing_benchmark_keys,
 )
 from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S, PipelineConfig
 from benchmark_pipeline.defs.checks import PROVIDER_MATCHES_CONFIG, provider_matches_result
@@ -30,8 +30,7 @@ from benchmark_pipeline.defs.partition_runs import PartitionResult, input_by_par
 from benchmark_pipeline.defs.partitions import backbone_partitions, backbone_variant_partitions
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.layout import Layout
-from benchmark_pipeline.selection.shapes import iter_trial_infos
-from benchmark_pipeline.tracking import reachable_client, resolve_experiment_id
+from benchmark_pipeline.tracking import reachable_client
 
 
 def latency_chart_path(root_dir: Path, environment: str, benchmark_key: str) -> Path:
@@ -55,76 +54,71 @@ def _run_missing(
     context: dg.AssetExecutionContext,
     config: PipelineConfig,
     client: Any,
-    trials: dict[str, dict[str, Any]],
+    trials: Mapping[str, dict[str, Any]],
+    keys: Mapping[str, str],
     per_variant: bool,
 ) -> dict[str, dict[str, Any]]:
-    """``{benchmark key: result}`` for the step's trials: one existence check for all of them, then the stored
-    result of each existing key and a benchmark of each missing one."""
-    keys = {
-        partition: key_for_trial(info, config.data_config, config.benchmark_config)
-        for partition, info in trials.items()
-    }
-    missing = filter_missing_benchmarks(
-        _nested(trials, per_variant),
-        config.benchmark_experiment(),
-        config.benchmark_config,
-        config.data_config,
-        config.root_dir,
-        config.environment,
-        client,
+    """``{benchmark key: result}`` for the step's trials (``keys``: partition → its benchmark key): one existence
+    check for all of them, then the stored result of each existing key and a benchmark of each missing one."""
+    missing_keys = missing_benchmark_keys(
+        {keys[partition]: info for partition, info in trials.items()},
+        benchmark_experiment=config.benchmark_experiment(),
+        root_dir=config.root_dir,
+        environment=config.environment,
+        mlflow_client=client,
     )
-    missing_keys = {
-        key_for_trial(info, config.data_config, config.benchmark_config) for info in iter_trial_infos(missing)
-    }
     results: dict[str, dict[str, Any]] = {}
     todo: dict[str, dict[str, Any]] = {}
     lookup = reachable_client(client) if set(keys.values()) - missing_keys else None
+    store = ResultStore.at(config.root_dir, config.environment, config.benchmark_experiment(), lookup)
     for partition, key in keys.items():
-        found = (
-            None
-            if key in missing_keys
-            else find_existing_benchmark(
-                key, config.benchmark_experiment(), config.root_dir, config.environment, lookup
-            )
-        )
+        found = None if key in missing_keys else store.find(key)
         if found is not None:
             results[key] = {**found, "status": "existing"}
         else:  # missing, or gone since the check (deleted meanwhile): benchmark_best_trials decides under its claim
             todo[partition] = trials[partition]
     if todo:
-        # benchmark_best_trials checks each key again under its claim (another process may have just made it,
-        # or a result cached during an MLflow outage is uploaded) and runs nothing when it finds one.
-        try:
-            ran = benchmark_best_trials(
-                _nested(todo, per_variant),
-                test_data_path=None,  # benchmark_config.test_data, else inputs from the model's signature
-                root_dir=config.root_dir,
-                environment=config.environment,
-                data_config=config.data_config,
-                hpo_config=config.hpo_config,
-                benchmark_config=config.benchmark_config,
-                benchmark_experiment=config.benchmark_experiment(),
-                mlflow_client=client,
-                hpo_output_dir=config.hpo_output_dir,
-                progress=context.log.info,
-            )
-        except BenchmarkFailedError as error:
-            raise dg.Failure(description=str(error)) from None
-        results.update({result["benchmark_key"]: result for result in _iter_results(ran)})
+        results.update(_benchmark_todo(context, config, client, todo, per_variant))
     return results
 
 
-def _stale_running_runs(client: Any, config: PipelineConfig) -> dict[str, list[dict[str, Any]]]:
+def _benchmark_todo(
+    context: dg.AssetExecutionContext,
+    config: PipelineConfig,
+    client: Any,
+    todo: Mapping[str, dict[str, Any]],
+    per_variant: bool,
+) -> dict[str, dict[str, Any]]:
+    # benchmark_best_trials checks each key again under its claim (another process may have just made it,
+    # or a result cached during an MLflow outage is uploaded) and runs nothing when it finds one.
+    try:
+        ran = benchmark_best_trials(
+            _nested(todo, per_variant),
+            test_data_path=None,  # benchmark_config.test_data, else inputs from the model's signature
+            root_dir=config.root_dir,
+            environment=config.environment,
+            data_config=config.data_config,
+            hpo_config=config.hpo_config,
+            benchmark_config=config.benchmark_config,
+            benchmark_experiment=config.benchmark_experiment(),
+            mlflow_client=client,
+            hpo_output_dir=config.hpo_output_dir,
+            progress=context.log.info,
+        )
+    except BenchmarkFailedError as error:
+        raise dg.Failure(description=str(error)) from None
+    return {result["benchmark_key"]: result for result in _iter_results(ran)}
+
+
+def _stale_running_runs(store: ResultStore, config: PipelineConfig) -> dict[str, list[dict[str, Any]]]:
     """Per key, the benchmark runs RUNNING in MLflow for longer than ``benchmark_config.stale_running_after_s``
     (their process died without closing them; they block nothing): one search for the whole step."""
-    if client is None:
+    if store.client is None:
         return {}
     older_than = float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
     stale: dict[str, list[dict[str, Any]]] = {}
-    for key, run_id, age_s in stale_running_runs(
-        fetch_benchmark_runs(client, config.benchmark_experiment()), older_than
-    ):
-        stale.setdefault(key, []).append({"run_id": run_id, "running_for_s": round(age_s)})
+    for run in store.runs_by_key().stale_running(older_than):
+        stale.setdefault(run.benchmark_key, []).append({"run_id": run.run_id, "running_for_s": round(run.age_s)})
     return stale
 
 
@@ -148,19 +142,21 @@ def _benchmark(
     config = settings.load()
     client = mlflow.client()
     trials = input_by_partition(context, selected)
+    # Each partition's benchmark key, computed once here and carried to the existence check and the outputs.
+    keys = {
+        partition: key_for_trial(info, config.data_config, config.benchmark_config)
+        for partition, info in trials.items()
+    }
     with forward_core_logs(context):
-        by_key = _run_missing(context, config, client, trials, per_variant)
+        by_key = _run_missing(context, config, client, trials, keys, per_variant)
     # For the MLflow run links of results that do not name their experiment (none while MLflow is down).
-    reachable = reachable_client(client)
+    store = ResultStore.at(config.root_dir, config.environment, config.benchmark_experiment(), reachable_client(client))
     needs_id = any(r.get("mlflow_run_id") and not r.get("mlflow_experiment_id") for r in by_key.values())
-    experiment_id = (
-        resolve_experiment_id(reachable, config.benchmark_experiment()) if reachable is not None and needs_id else None
-    )
-    stale = _stale_running_runs(reachable, config)
+    experiment_id = store.experiment_id() if needs_id else None
+    stale = _stale_running_runs(store, config)
     device = config.benchmark_config.get("device", "cpu")
     outputs: dict[str, PartitionResult] = {}
-    for partition, info in trials.items():
-        key = key_for_trial(info, config.data_config, config.benchmark_config)
+    for partition, key in keys.items():
         result = by_key[key]
         status = "skipped: already benchmarked" if result["status"] == "existing" else "benchmarked"
         context.log.info(f"benchmark {key}: {status} (MLflow run {result.get('mlflow_run_id')})")

@@ -39,8 +39,7 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
 
-from benchmark_pipeline.benchmarking.cache import cache_dir, read_cache_entry
-from benchmark_pipeline.benchmarking.existence import fetch_benchmark_runs, finished_keys, stale_running_runs
+from benchmark_pipeline.benchmarking.existence import ResultStore
 from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
 from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S
 from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_job
@@ -54,7 +53,7 @@ from benchmark_pipeline.defs.partitions import (
 )
 from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
 from benchmark_pipeline.discovery import discover_partitions
-from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable, resolve_experiment_id
+from benchmark_pipeline.tracking import MlflowUnavailableError, ensure_reachable
 
 MAX_BENCHMARK_ATTEMPTS = 3
 #: Successful runs of one key after which a result that went missing again is no longer re-requested.
@@ -169,16 +168,15 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
         return dg.SkipReason("no partition has a best trial yet: materialize best_trial / best_trial_per_variant first")
 
     client = mlflow.client()
-    cache = cache_dir(config.root_dir, config.environment)
+    store = ResultStore.at(config.root_dir, config.environment, config.benchmark_experiment(), client)
     # Results cached while MLflow was down are uploaded here (no benchmark runs); costs nothing otherwise.
-    pending = pending_keys(cache)
+    pending = pending_keys(store.cache_directory)
     if pending:
-        experiment_id = resolve_experiment_id(client, config.benchmark_experiment())
-        uploaded = upload_pending_benchmarks(client, experiment_id, cache, pending)
+        uploaded = upload_pending_benchmarks(client, store.experiment_id(), store.cache_directory, pending)
         if uploaded:
             context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
-    runs_by_key = fetch_benchmark_runs(client, config.benchmark_experiment())
-    finished = finished_keys(runs_by_key)
+    runs_by_key = store.runs_by_key()
+    finished = runs_by_key.finished_keys()
     failed = _runs_by_key(instance, [dg.DagsterRunStatus.FAILURE])
     succeeded = _runs_by_key(instance, [dg.DagsterRunStatus.SUCCESS])
     running = _runs_by_key(instance, _IN_PROGRESS)
@@ -187,7 +185,7 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
     skipped: dict[str, list[str]] = {}
     requested_keys: set[str] = set()
     for job_name, partition, key in wanted:
-        if key in finished or read_cache_entry(cache, key) is not None:
+        if key in finished or store.cached_entry(key) is not None:
             why = "already benchmarked"
         elif running[key] or key in requested_keys or (_BENCHMARK_JOB_ASSETS[job_name], str(partition)) in busy:
             why = "running or requested"
@@ -208,14 +206,14 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
             continue
         skipped.setdefault(why, []).append(_label(partition, key))
     summary = skip_summary(skipped)
-    stale = stale_running_runs(
-        runs_by_key, float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
+    stale = runs_by_key.stale_running(
+        float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
     )
     if stale:
         # Such a run blocks nothing (only FINISHED runs count), but its process died without closing it.
         summary += (
             f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: "
-            + ", ".join(f"{key[:12]}… (run {run_id}, {age / 3600:.1f} h)" for key, run_id, age in stale[:5])
+            + ", ".join(f"{run.benchmark_key[:12]}… (run {run.run_id}, {run.age_s / 3600:.1f} h)" for run in stale[:5])
         )
     if not requests:
         return dg.SkipReason(f"nothing to benchmark across {len(wanted)} partitions: {summary}")

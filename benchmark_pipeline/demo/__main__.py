@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Any
 
-from benchmark_pipeline.benchmarking.existence import find_existing_benchmark
+from benchmark_pipeline.benchmarking.existence import ResultStore
 from benchmark_pipeline.benchmarking.keys import key_for_trial
 from benchmark_pipeline.benchmarking.report import format_benchmark_table
 from benchmark_pipeline.config import PipelineConfig, load_config
@@ -30,6 +30,7 @@ def print_summary(config: PipelineConfig) -> None:
     print(f"  Trial folders       : {config.hpo_output_dir}/<backbone>/study-*/trial-*/")
     print(f"  Dataset             : {dataset_directory(config.data_config, config.root_dir)}")
     print(f"  Benchmark cache     : {config.root_dir / 'outputs' / 'benchmarking' / config.environment / 'cache'}")
+    store = ResultStore.at(config.root_dir, config.environment, config.benchmark_experiment(), client)
     for scope in ("overall", "per_variant"):
         best = retrieve_configured_best_trials(config, scope, client)
         print(f"\n== Best trials (selection_scope={scope!r})")
@@ -37,10 +38,7 @@ def print_summary(config: PipelineConfig) -> None:
 
         def stored(info: dict[str, Any]) -> dict[str, Any]:
             key = key_for_trial(info, config.data_config, config.benchmark_config)
-            found = find_existing_benchmark(
-                key, config.benchmark_experiment(), config.root_dir, config.environment, client
-            )
-            return found or {
+            return store.find(key) or {
                 "backbone": info["backbone"],
                 "variant": info["variant"],
                 "benchmark_key": key,

@@ -46,7 +46,7 @@ from benchmark_pipeline.benchmarking import (
 from benchmark_pipeline.benchmarking.backends import CPU_PROVIDER, CUDA_PROVIDER
 from benchmark_pipeline.benchmarking.backends.onnxruntime import open_onnx_session
 from benchmark_pipeline.benchmarking.cache import cache_dir, cache_path, write_cache_entry
-from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, RESULT_LOGGED_TAG, finished_keys
+from benchmark_pipeline.benchmarking.existence import BENCHMARK_KEY_TAG, RESULT_LOGGED_TAG
 from benchmark_pipeline.benchmarking.measurement import MAX_ITERATIONS, summarize, time_calls
 from benchmark_pipeline.benchmarking.model_files import resolve_model_dir
 from benchmark_pipeline.benchmarking.report import plot_latency
@@ -279,7 +279,7 @@ def test_a_finished_run_without_benchmark_json_does_not_count(
     key = sample_key("closed-by-cleanup")
     tagged_run(mlflow_client, experiment_id, key, "FINISHED", result_logged=False)
     assert benchmark_exists_in_mlflow(key, reference, mlflow_client) is False
-    assert key not in finished_keys(fetch_benchmark_runs(mlflow_client, reference))
+    assert key not in fetch_benchmark_runs(mlflow_client, reference).finished_keys()
     # A run logged before the tag existed counts when its artifacts hold benchmark.json (one listing request).
     legacy = tagged_run(mlflow_client, experiment_id, sample_key("legacy"), None)
     (tmp_path / "benchmark.json").write_text("{}", encoding="utf-8")
@@ -468,7 +468,7 @@ def test_fetch_benchmark_runs_groups_runs_by_key(
     assert {(r.run_id, r.status) for r in grouped[retried]} == {(failed_id, "FAILED"), (finished_id, "FINISHED")}
     assert [(r.run_id, r.status) for r in grouped[running]] == [(running_id, "RUNNING")]
     assert all(isinstance(r.start_time, int) and r.start_time > 0 for runs in grouped.values() for r in runs)
-    assert finished_keys(grouped) == {retried}
+    assert grouped.finished_keys() == {retried}
 
 
 # ------------------------------------------------------------------------------ filter_missing_benchmarks

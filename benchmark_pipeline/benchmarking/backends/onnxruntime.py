@@ -12,17 +12,21 @@ one compared and scored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from benchmark_pipeline import contract
 from benchmark_pipeline.benchmarking.backends import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     Feeds,
     ModelFileError,
+    OpenRequest,
     ProviderMismatchError,
     primary_output,
 )
@@ -31,10 +35,20 @@ from benchmark_pipeline.benchmarking.inputs import InputSpec, onnx_input_specs
 
 @dataclass(frozen=True)
 class OnnxBackend:
+    """An ONNX Runtime session (a :class:`~benchmark_pipeline.benchmarking.backends.Backend`)."""
+
     session: ort.InferenceSession
     providers_requested: tuple[str, ...]
     provider_used: str
     model_path: Path
+
+    @property
+    def provider(self) -> str:
+        return self.provider_used
+
+    @property
+    def route(self) -> str | None:
+        return None
 
     def input_specs(self) -> list[InputSpec]:
         try:
@@ -52,6 +66,22 @@ class OnnxBackend:
     def run(self, feeds: Feeds) -> np.ndarray:
         """The primary output for ``feeds``."""
         return primary_output(self.output_names, self.run_all(feeds))
+
+    def timed_call(self, feeds: Feeds) -> Callable[[], object]:
+        """Every output is computed: that is the cost a caller pays."""
+        run_all = self.run_all  # bound once, outside the timed call
+        return lambda: run_all(feeds)
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "onnxruntime_providers_requested": list(self.providers_requested),
+            "onnxruntime_providers_used": self.session.get_providers(),
+        }
+
+
+def open_model(request: OpenRequest) -> OnnxBackend:
+    """The backend protocol's entry point: the trial's ``model.onnx``."""
+    return open_onnx_session(request.model_dir / contract.ONNX_FILE, request.device, request.intra_op_threads)
 
 
 def requested_providers(device: str) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ list (first element); or a mapping or ``ModelOutput`` (``logits`` when present, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,20 @@ import numpy as np
 import torch
 
 from benchmark_pipeline import contract
-from benchmark_pipeline.benchmarking.backends import PRIMARY_OUTPUT_NAME, Feeds, ModelFileError, ProviderMismatchError
+from benchmark_pipeline.benchmarking.backends import (
+    PRIMARY_OUTPUT_NAME,
+    Feeds,
+    ModelFileError,
+    OpenRequest,
+    ProviderMismatchError,
+)
 from benchmark_pipeline.benchmarking.metrics import load_callable
 from benchmark_pipeline.benchmarking.model_files import (
     ROUTE_FACTORY,
     ROUTE_HUGGING_FACE,
     ROUTE_TORCH_EXPORT,
     TorchModelFiles,
+    find_torch_model,
 )
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'benchmark_pipeline[hf]'"
@@ -127,6 +134,8 @@ def _load_from_factory(import_string: str, trial_info: Mapping[str, Any], folder
 
 @dataclass(frozen=True)
 class TorchBackend:
+    """A PyTorch module on its device (a :class:`~benchmark_pipeline.benchmarking.backends.Backend`)."""
+
     module: torch.nn.Module
     device: torch.device
     route: str
@@ -152,6 +161,26 @@ class TorchBackend:
 
     def run(self, feeds: Feeds) -> np.ndarray:
         return self.forward(self.to_device(feeds)).float().cpu().numpy()
+
+    def input_specs(self) -> None:
+        """A PyTorch module carries no input signature (inputs come from the test data or the ONNX model)."""
+        return None
+
+    def timed_call(self, feeds: Feeds) -> Callable[[], object]:
+        """The inputs are moved to the device once, here; the timed call runs the module on them."""
+        forward, tensors = self.forward, self.to_device(feeds)
+        return lambda: forward(tensors)
+
+    def environment(self) -> dict[str, Any]:
+        return {}
+
+
+def open_model(request: OpenRequest) -> TorchBackend:
+    """The backend protocol's entry point: the first PyTorch route the trial's files allow."""
+    files = find_torch_model(request.model_dir, request.model_factory)
+    if files is None:  # plan_backends runs this backend only when the files are there
+        raise ModelFileError(f"no PyTorch model files in {request.model_dir}")
+    return open_torch_model(files, request.trial_info, request.device)
 
 
 def open_torch_model(files: TorchModelFiles, trial_info: Mapping[str, Any], device: str) -> TorchBackend:
