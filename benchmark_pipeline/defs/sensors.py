@@ -28,6 +28,7 @@ The skip reason names every skipped partition and key, grouped by why it was ski
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -39,9 +40,9 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
 
-from benchmark_pipeline.benchmarking.existence import ResultStore
+from benchmark_pipeline.benchmarking.existence import ResultStore, RunsByKey
 from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
-from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S
+from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S, PipelineConfig
 from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_job
 from benchmark_pipeline.defs.partitions import (
     PAIRS_REGISTRY,
@@ -141,6 +142,71 @@ def _label(partition: Any, key: str) -> str:
     return f"{name} (key {key[:12]}…)"
 
 
+def _wanted_benchmarks(instance: dg.DagsterInstance) -> list[tuple[str, Any, str]]:
+    """(job name, run partition key, benchmark key) of every registered partition with a selected trial."""
+    wanted: list[tuple[str, Any, str]] = []
+    for backbone in sorted(instance.get_dynamic_partitions("backbone")):
+        key = latest_selection_key(instance, "best_trial", backbone)
+        if key is not None:
+            wanted.append((benchmark_job.name, backbone, key))
+    for pair in sorted(instance.get_dynamic_partitions(PAIRS_REGISTRY)):
+        key = latest_selection_key(instance, "best_trial_per_variant", pair)
+        if key is not None:
+            wanted.append((benchmark_per_variant_job.name, multi_key(*split_pair_key(pair)), key))
+    return wanted
+
+
+def _upload_pending(context: dg.SensorEvaluationContext, client: Any, store: ResultStore) -> None:
+    """Results cached while MLflow was down are uploaded here (no benchmark runs); costs nothing otherwise."""
+    pending = pending_keys(store.cache_directory)
+    if pending:
+        uploaded = upload_pending_benchmarks(client, store.experiment_id(), store.cache_directory, pending)
+        if uploaded:
+            context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
+
+
+@dataclass(frozen=True)
+class _RunHistory:
+    """The instance's runs of each benchmark key (by their ``RUN_KEY_TAG``) and the partitions in progress."""
+
+    failed: Counter[str]
+    succeeded: Counter[str]
+    running: Counter[str]
+    busy: set[tuple[str, str]]
+
+    @classmethod
+    def of(cls, instance: dg.DagsterInstance) -> "_RunHistory":
+        return cls(
+            failed=_runs_by_key(instance, [dg.DagsterRunStatus.FAILURE]),
+            succeeded=_runs_by_key(instance, [dg.DagsterRunStatus.SUCCESS]),
+            running=_runs_by_key(instance, _IN_PROGRESS),
+            busy=in_progress_partitions(instance),
+        )
+
+    def why_not_request(self, job_name: str, partition: Any, key: str, requested: set[str]) -> str | None:
+        """Why a key that is not benchmarked yet is not requested now; ``None``: request it."""
+        if self.running[key] or key in requested or (_BENCHMARK_JOB_ASSETS[job_name], str(partition)) in self.busy:
+            return "running or requested"
+        if self.failed[key] >= MAX_BENCHMARK_ATTEMPTS:
+            return f"failed {MAX_BENCHMARK_ATTEMPTS} times, left for a person to look at"
+        if self.succeeded[key] >= MAX_BENCHMARK_GENERATIONS:
+            return f"result lost again after {MAX_BENCHMARK_GENERATIONS} successful runs, left for a person to look at"
+        return None
+
+
+def _stale_summary(runs_by_key: RunsByKey, config: PipelineConfig) -> str:
+    """``"; N MLflow benchmark run(s) RUNNING for longer than …"`` or ``""``. Such a run blocks nothing (only
+    FINISHED runs count), but its process died without closing it."""
+    stale = runs_by_key.stale_running(
+        float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
+    )
+    if not stale:
+        return ""
+    return f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: " + ", ".join(
+        f"{run.benchmark_key[:12]}… (run {run.run_id}, {run.age_s / 3600:.1f} h)" for run in stale[:5]
+    )
+
+
 @dg.sensor(
     jobs=[benchmark_job, benchmark_per_variant_job],
     minimum_interval_seconds=SENSOR_INTERVAL_S,
@@ -153,68 +219,37 @@ def benchmark_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
     except MlflowUnavailableError as error:
         return dg.SkipReason(f"MLflow is unreachable, so existing benchmarks cannot be checked: {error}")
     instance = context.instance
-    registered_backbones = set(instance.get_dynamic_partitions("backbone"))
-    registered_pairs = set(instance.get_dynamic_partitions(PAIRS_REGISTRY))
-    wanted: list[tuple[str, Any, str]] = []  # (job name, run partition key, benchmark key)
-    for backbone in sorted(registered_backbones):
-        key = latest_selection_key(instance, "best_trial", backbone)
-        if key is not None:
-            wanted.append((benchmark_job.name, backbone, key))
-    for pair in sorted(registered_pairs):
-        key = latest_selection_key(instance, "best_trial_per_variant", pair)
-        if key is not None:
-            wanted.append((benchmark_per_variant_job.name, multi_key(*split_pair_key(pair)), key))
+    wanted = _wanted_benchmarks(instance)
     if not wanted:
         return dg.SkipReason("no partition has a best trial yet: materialize best_trial / best_trial_per_variant first")
 
     client = mlflow.client()
     store = ResultStore.at(config.root_dir, config.environment, config.benchmark_experiment(), client)
-    # Results cached while MLflow was down are uploaded here (no benchmark runs); costs nothing otherwise.
-    pending = pending_keys(store.cache_directory)
-    if pending:
-        uploaded = upload_pending_benchmarks(client, store.experiment_id(), store.cache_directory, pending)
-        if uploaded:
-            context.log.info(f"uploaded {len(uploaded)} cached benchmark(s) to MLflow: {uploaded}")
+    _upload_pending(context, client, store)
     runs_by_key = store.runs_by_key()
     finished = runs_by_key.finished_keys()
-    failed = _runs_by_key(instance, [dg.DagsterRunStatus.FAILURE])
-    succeeded = _runs_by_key(instance, [dg.DagsterRunStatus.SUCCESS])
-    running = _runs_by_key(instance, _IN_PROGRESS)
-    busy = in_progress_partitions(instance)
+    history = _RunHistory.of(instance)
     requests: list[dg.RunRequest] = []
     skipped: dict[str, list[str]] = {}
     requested_keys: set[str] = set()
     for job_name, partition, key in wanted:
         if key in finished or store.cached_entry(key) is not None:
-            why = "already benchmarked"
-        elif running[key] or key in requested_keys or (_BENCHMARK_JOB_ASSETS[job_name], str(partition)) in busy:
-            why = "running or requested"
-        elif failed[key] >= MAX_BENCHMARK_ATTEMPTS:
-            why = f"failed {MAX_BENCHMARK_ATTEMPTS} times, left for a person to look at"
-        elif succeeded[key] >= MAX_BENCHMARK_GENERATIONS:
-            why = f"result lost again after {MAX_BENCHMARK_GENERATIONS} successful runs, left for a person to look at"
+            why: str | None = "already benchmarked"
         else:
-            requested_keys.add(key)
-            requests.append(
-                dg.RunRequest(
-                    job_name=job_name,
-                    partition_key=partition,
-                    run_key=benchmark_run_key(key, succeeded[key], failed[key]),
-                    tags={SENSOR_TAG: "benchmark_sensor", RUN_KEY_TAG: key},
-                )
-            )
+            why = history.why_not_request(job_name, partition, key, requested_keys)
+        if why is not None:
+            skipped.setdefault(why, []).append(_label(partition, key))
             continue
-        skipped.setdefault(why, []).append(_label(partition, key))
-    summary = skip_summary(skipped)
-    stale = runs_by_key.stale_running(
-        float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
-    )
-    if stale:
-        # Such a run blocks nothing (only FINISHED runs count), but its process died without closing it.
-        summary += (
-            f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: "
-            + ", ".join(f"{run.benchmark_key[:12]}… (run {run.run_id}, {run.age_s / 3600:.1f} h)" for run in stale[:5])
+        requested_keys.add(key)
+        requests.append(
+            dg.RunRequest(
+                job_name=job_name,
+                partition_key=partition,
+                run_key=benchmark_run_key(key, history.succeeded[key], history.failed[key]),
+                tags={SENSOR_TAG: "benchmark_sensor", RUN_KEY_TAG: key},
+            )
         )
+    summary = skip_summary(skipped) + _stale_summary(runs_by_key, config)
     if not requests:
         return dg.SkipReason(f"nothing to benchmark across {len(wanted)} partitions: {summary}")
     context.log.info(f"requesting {len(requests)} benchmark(s); {summary}")
