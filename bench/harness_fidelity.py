@@ -48,8 +48,7 @@ def find_model() -> Path:
     raise SystemExit("no demo model found: run `make demo` (or bench/idempotent_rerun.py) first")
 
 
-def bare_loop(session, input_ids, attention_mask, warmup: int, count: int) -> np.ndarray:
-    feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+def bare_loop(session, feed: dict, warmup: int, count: int) -> np.ndarray:
     for _ in range(warmup):
         session.run(None, feed)
     clock = time.perf_counter_ns
@@ -71,10 +70,11 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from benchmark_pipeline.benchmarking.backends import open_onnx_session
-    from benchmark_pipeline.benchmarking.runner import _batch, run_benchmark
+    from benchmark_pipeline.benchmarking.backends.onnxruntime import open_onnx_session
+    from benchmark_pipeline.benchmarking.inputs import load_test_data
+    from benchmark_pipeline.benchmarking.runner import run_benchmark
     from benchmark_pipeline.config import load_config
-    from benchmark_pipeline.demo.dataset import load_split, write_dataset
+    from benchmark_pipeline.demo.dataset import write_dataset
 
     model_dir = find_model()
     meta = json.loads((model_dir / "trial_meta.json").read_text())
@@ -97,9 +97,10 @@ def main() -> None:
         "run_id": meta.get("mlflow_run_id"),
         "hyperparameters": meta["hyperparameters"],
     }
-    data = load_split(test_path, int(bench_config["max_length"]))
-    input_ids, attention_mask = _batch(data, args.batch_size)
-    same_threads = open_onnx_session(model_dir / "model.onnx", "cpu", 1).session
+    opened = open_onnx_session(model_dir / "model.onnx", "cpu", 1)
+    same_threads = opened.session
+    # The batch the harness times: the test split's first examples, read as the benchmark reads them.
+    feed = load_test_data(test_path, opened.input_specs(), int(bench_config["max_length"])).batch(args.batch_size)
     default_threads = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
 
     rounds = []
@@ -109,8 +110,8 @@ def main() -> None:
         )
         (measured,) = result.measurements
         count = int(measured["count"])
-        bare = bare_loop(same_threads, input_ids, attention_mask, 20, count)
-        default = bare_loop(default_threads, input_ids, attention_mask, 20, count)
+        bare = bare_loop(same_threads, feed, 20, count)
+        default = bare_loop(default_threads, feed, 20, count)
         rounds.append(
             {
                 "harness_p50_ms": measured["p50_ms"],
