@@ -46,7 +46,8 @@ from benchmark_pipeline.benchmarking.inputs import (
 from benchmark_pipeline.benchmarking.measurement import summarize, time_calls
 from benchmark_pipeline.benchmarking.metrics import task_metrics
 from benchmark_pipeline.benchmarking.model_files import plan_backends
-from benchmark_pipeline.config import OPTIONAL_BENCHMARK_DEFAULTS, BenchmarkConfig, validate_benchmark_config
+from benchmark_pipeline.config import BenchmarkConfig, validate_benchmark_config
+from benchmark_pipeline.contract import DEFAULT_VARIANT
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ def _compare(
 
 
 def _inputs(
-    test_data_path: Path | None, specs: list[InputSpec] | None, config: Mapping[str, Any], trial: str
+    test_data_path: Path | None, specs: list[InputSpec] | None, config: BenchmarkConfig, trial: str
 ) -> ModelInputs:
-    max_length = int(config["max_length"])
+    max_length = config.max_length
     if test_data_path is not None:
         return load_test_data(Path(test_data_path), specs, max_length)
     if specs is None:
@@ -123,8 +124,8 @@ def _inputs(
             f"trial {trial}: without an ONNX model there is no input signature to synthesize inputs from; "
             "set benchmark_config.test_data to a .npz or .jsonl file of named model inputs"
         )
-    int_high = int(config.get("synthetic_int_high", OPTIONAL_BENCHMARK_DEFAULTS["synthetic_int_high"]))
-    return synthesize_inputs(specs, max(SYNTHETIC_EXAMPLES, max(config["batch_sizes"])), max_length, int_high)
+    examples = max(SYNTHETIC_EXAMPLES, max(config.batch_sizes))
+    return synthesize_inputs(specs, examples, max_length, config.synthetic_int_high)
 
 
 def run_benchmark(
@@ -143,18 +144,18 @@ def run_benchmark(
     # A BenchmarkConfig was checked by the caller (benchmark_best_trials); a mapping is checked here.
     config = validate_benchmark_config(
         benchmark_config if isinstance(benchmark_config, BenchmarkConfig) else dict(benchmark_config)
-    ).to_dict()
+    )
     _check_max_length(config, data_config)
     trial = f"{trial_info.get('trial_id')} of {trial_info.get('backbone')}"
-    factory = (config.get("pytorch") or {}).get("model_factory")
-    backends, not_run = plan_backends(Path(model_dir), config.get("backends"), factory, trial)
-    threads = int(config.get("intra_op_threads", 1))
+    factory = config.pytorch.model_factory
+    backends, not_run = plan_backends(Path(model_dir), config.backends, factory, trial)
+    threads = config.intra_op_threads
     started_at = time.time()
     started = time.monotonic()
     request = OpenRequest(
         model_dir=Path(model_dir),
         trial_info=trial_info,
-        device=config.get("device", "cpu"),
+        device=config.device,
         intra_op_threads=threads,
         model_factory=factory,
     )
@@ -164,7 +165,7 @@ def run_benchmark(
     with torch_threads(threads):
         quality = _quality(opened, data, config, f"trial {trial} ({model_dir})")
         label = f"[{trial_info['backbone']}/{trial_info.get('variant')}]"
-        steps = [(opened[backend], backend, size) for backend in backends for size in config["batch_sizes"]]
+        steps = [(opened[backend], backend, size) for backend in backends for size in config.batch_sizes]
         report = progress or (lambda message: logger.info(message))
         measurements = _measure(steps, data=data, config=config, started=started, label=label, report=report)
     environment = collect_environment(threads)
@@ -173,10 +174,10 @@ def run_benchmark(
     return BenchmarkResult(
         benchmark_key=benchmark_key,
         backbone=trial_info["backbone"],
-        variant=trial_info.get("variant") or "default",
+        variant=trial_info.get("variant") or DEFAULT_VARIANT,
         trial_id=trial_info["trial_id"],
         hpo_run_id=trial_info.get("run_id"),
-        benchmark_config=dict(config),
+        benchmark_config=config.to_dict(),  # as written, as before the model existed
         measurements=measurements,
         quality=quality,
         environment=environment,
@@ -189,26 +190,23 @@ def run_benchmark(
     )
 
 
-def _check_max_length(config: Mapping[str, Any], data_config: Mapping[str, Any]) -> None:
-    max_length = int(config["max_length"])
+def _check_max_length(config: BenchmarkConfig, data_config: Mapping[str, Any]) -> None:
+    max_length = config.max_length
     if "max_length" in data_config and max_length > int(data_config["max_length"]):
         raise ValueError(
             f"benchmark_config.max_length ({max_length}) exceeds data_config.max_length ({data_config['max_length']}), the longest sequence the models were built for"
         )
 
 
-def _quality(
-    opened: Mapping[str, Backend], data: ModelInputs, config: Mapping[str, Any], where: str
-) -> dict[str, float]:
+def _quality(opened: Mapping[str, Backend], data: ModelInputs, config: BenchmarkConfig, where: str) -> dict[str, float]:
     """Step 3 of the module docstring: every backend's primary output on the whole input set, compared when
     both ran, and scored when there are labels."""
     outputs = {name: _evaluate(opened[name].run, data) for name in BACKEND_MODULES if name in opened}
     quality: dict[str, float] = {"test_examples": float(len(data))}
     if ONNXRUNTIME in outputs and PYTORCH in outputs:
-        tolerance = float(config.get("output_tolerance", 1e-3))
-        quality.update(_compare(outputs[ONNXRUNTIME], outputs[PYTORCH], data, tolerance, where))
+        quality.update(_compare(outputs[ONNXRUNTIME], outputs[PYTORCH], data, config.output_tolerance, where))
     if data.labels is not None:
-        quality.update(task_metrics(config.get("task"), next(iter(outputs.values())), data.labels))
+        quality.update(task_metrics(config.task, next(iter(outputs.values())), data.labels))
     return quality
 
 
@@ -216,7 +214,7 @@ def _measure(
     steps: Sequence[tuple[Backend, str, int]],
     *,
     data: ModelInputs,
-    config: Mapping[str, Any],
+    config: BenchmarkConfig,
     started: float,
     label: str,
     report: ProgressCallback,
@@ -226,9 +224,7 @@ def _measure(
     measurements: list[dict[str, Any]] = []
     for index, (backend, name, batch_size) in enumerate(steps, start=1):
         call = backend.timed_call(data.batch(batch_size))
-        samples = time_calls(
-            call, int(config["warmup"]), int(config["iterations"]), float(config.get("min_duration_s", 0.0))
-        )
+        samples = time_calls(call, config.warmup, config.iterations, config.min_duration_s)
         stats = summarize(samples, batch_size)
         measurements.append(
             {"backend": name, "batch_size": batch_size, "provider": backend.provider, **stats.to_dict()}
