@@ -13,7 +13,6 @@ line per stage with its duration, then the summary.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 
@@ -21,15 +20,14 @@ import dagster as dg
 
 from benchmark_pipeline.config import PipelineConfig, load_config
 from benchmark_pipeline.definitions import defs
+from benchmark_pipeline.defs.benchmark_assets import STATUS_BENCHMARKED, STATUS_SKIPPED
 from benchmark_pipeline.demo.__main__ import print_summary
 
 # The tags ``dagster asset materialize --partition-range`` sets: Dagster reads a run's partition range from them.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-# The benchmark assets log one of these per partition (defs/benchmark_assets.py).
-_RAN = re.compile(r"benchmark \S+: benchmarked \(MLflow run")
-_SKIPPED = re.compile(r"benchmark \S+: skipped: already benchmarked")
+_BENCHMARK_ASSETS = {dg.AssetKey("benchmark_result"), dg.AssetKey("benchmark_result_per_variant")}
 
 
 def stages(config: PipelineConfig) -> list[tuple[str, tuple[str, str] | None]]:
@@ -50,17 +48,22 @@ def stages(config: PipelineConfig) -> list[tuple[str, tuple[str, str] | None]]:
     ]
 
 
-def benchmark_counts(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[int, int]:
-    """(benchmarked, skipped) partitions, read from the runs' own log messages in the instance."""
-    messages = [entry.user_message for run_id in run_ids for entry in instance.all_logs(run_id)]
-    return sum(bool(_RAN.search(m)) for m in messages), sum(bool(_SKIPPED.search(m)) for m in messages)
+def benchmark_counts(results: list[dg.ExecuteInProcessResult]) -> tuple[int, int]:
+    """(benchmarked, skipped) benchmark partitions, from the ``status`` metadata of the runs' materializations."""
+    statuses = [
+        event.materialization.metadata["status"].value
+        for result in results
+        for event in result.get_asset_materialization_events()
+        if event.asset_key in _BENCHMARK_ASSETS
+    ]
+    return statuses.count(STATUS_BENCHMARKED), statuses.count(STATUS_SKIPPED)
 
 
 def main() -> int:
     config = load_config()
     instance = dg.DagsterInstance.get()  # DAGSTER_HOME, as the CLI would use
     job = defs.resolve_implicit_global_asset_job_def()
-    run_ids = []
+    results = []
     for selection, partition_range in stages(config):
         started = time.perf_counter()
         tags = (
@@ -72,13 +75,13 @@ def main() -> int:
             tags=tags,
             raise_on_error=False,
         )
-        run_ids.append(result.run_id)
+        results.append(result)
         label = selection + (f" [{partition_range[0]}...{partition_range[1]}]" if partition_range else "")
         if not result.success:
             print(f"FAILED: Dagster run {result.run_id} of {label} (its log is in DAGSTER_HOME and on stderr)")
             return 1
         print(f"  {label:<60} {time.perf_counter() - started:5.1f}s", flush=True)
-    ran, skipped = benchmark_counts(instance, run_ids)
+    ran, skipped = benchmark_counts(results)
     print(f"== Benchmark materializations: {ran} ran, {skipped} skipped (key already benchmarked)")
     print_summary(config)
     return 0

@@ -39,6 +39,11 @@ def latency_chart_path(root_dir: Path, environment: str, benchmark_key: str) -> 
     return Layout(root_dir, environment).charts_dir / f"latency_{name}"
 
 
+#: A benchmark partition's ``status`` metadata (and log line): measured in this step, or its key already stored.
+STATUS_BENCHMARKED = "benchmarked"
+STATUS_SKIPPED = "skipped: already benchmarked"
+
+
 def _nested(trials: Mapping[str, dict[str, Any]], per_variant: bool) -> dict[str, Any]:
     """The trials of the step's partitions in the core's shape: ``{backbone: info}`` or ``{backbone: {variant: info}}``."""
     shaped: dict[str, Any] = {}
@@ -158,7 +163,7 @@ def _benchmark(
     outputs: dict[str, PartitionResult] = {}
     for partition, key in keys.items():
         result = by_key[key]
-        status = "skipped: already benchmarked" if result["status"] == "existing" else "benchmarked"
+        status = STATUS_SKIPPED if result["status"] == "existing" else STATUS_BENCHMARKED
         context.log.info(f"benchmark {key}: {status} (MLflow run {result.get('mlflow_run_id')})")
         url = mlflow_run_url(
             mlflow.tracking_uri, result.get("mlflow_experiment_id") or experiment_id, result.get("mlflow_run_id")

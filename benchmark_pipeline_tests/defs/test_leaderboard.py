@@ -1,53 +1,26 @@
 """The latency chart in benchmark metadata and the unpartitioned ``leaderboard`` asset, on a real Dagster
-instance against the real MLflow server and a private copy of the demo sweeps."""
+instance against the real MLflow server and a private copy of the demo sweeps (conftest's ``dagster_setup``)."""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
-from mlflow.tracking import MlflowClient
 
 from benchmark_pipeline.benchmarking.leaderboard import (
     LEADERBOARD_DIGEST_TAG,
     LEADERBOARD_TAG,
     format_leaderboard_table,
 )
-from benchmark_pipeline.config import load_config
 from benchmark_pipeline.defs.benchmark_assets import benchmark_result_per_variant
 from benchmark_pipeline.defs.leaderboard_assets import leaderboard
-from benchmark_pipeline.defs.partitions import PAIRS_REGISTRY, multi_key
-from benchmark_pipeline.defs.resources import MlflowResource, PipelineSettings
+from benchmark_pipeline.defs.partitions import multi_key
 from benchmark_pipeline.defs.selection_assets import best_trial_per_variant
-from benchmark_pipeline_tests.demo_sweeps import DemoSweeps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def setup(demo_sweeps: DemoSweeps, mlflow_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    path, _raw = demo_sweeps.private_config_file(tmp_path)
-    resources = {
-        "settings": PipelineSettings(config_path=str(path)),
-        "mlflow": MlflowResource(tracking_uri=mlflow_server),
-    }
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("backbone", ["tiny_transformer", "bilstm"])
-        instance.add_dynamic_partitions("variant", ["v1", "v2"])
-        instance.add_dynamic_partitions(
-            PAIRS_REGISTRY, ["bilstm|v1", "bilstm|v2", "tiny_transformer|v1", "tiny_transformer|v2"]
-        )
-        yield {
-            "config": load_config(path, env={}),
-            "resources": resources,
-            "instance": instance,
-            "client": MlflowClient(mlflow_server),
-        }
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -60,8 +33,8 @@ def _inline_png(markdown: str) -> bytes:
     return base64.b64decode(markdown.split("base64,", 1)[1].rstrip(")"))
 
 
-def test_benchmark_chart_and_leaderboard(setup: dict[str, Any]) -> None:
-    config, resources, instance, client = (setup[k] for k in ("config", "resources", "instance", "client"))
+def test_benchmark_chart_and_leaderboard(dagster_setup: dict[str, Any]) -> None:
+    config, resources, instance, client = (dagster_setup[k] for k in ("config", "resources", "instance", "client"))
     benchmarked = dg.materialize(
         [best_trial_per_variant, benchmark_result_per_variant],
         partition_key=multi_key("bilstm", "v2"),
