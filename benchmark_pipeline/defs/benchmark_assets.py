@@ -22,7 +22,7 @@ from benchmark_pipeline.benchmarking.orchestrator import (
     benchmark_best_trials,
     missing_benchmark_keys,
 )
-from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S, PipelineConfig
+from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.defs.checks import PROVIDER_MATCHES_CONFIG, provider_matches_result
 from benchmark_pipeline.defs.log_forwarding import forward_core_logs
 from benchmark_pipeline.defs.metadata import benchmark_metadata, mlflow_run_url
@@ -120,7 +120,7 @@ def _stale_running_runs(store: ResultStore, config: PipelineConfig) -> dict[str,
     (their process died without closing them; they block nothing): one search for the whole step."""
     if store.client is None:
         return {}
-    older_than = float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
+    older_than = config.benchmark.stale_running_after_s
     stale: dict[str, list[dict[str, Any]]] = {}
     for run in store.runs_by_key().stale_running(older_than):
         stale.setdefault(run.benchmark_key, []).append({"run_id": run.run_id, "running_for_s": round(run.age_s)})
@@ -159,7 +159,7 @@ def _benchmark(
     needs_id = any(r.get("mlflow_run_id") and not r.get("mlflow_experiment_id") for r in by_key.values())
     experiment_id = store.experiment_id() if needs_id else None
     stale = _stale_running_runs(store, config)
-    device = config.benchmark_config.get("device", "cpu")
+    device = config.benchmark.device
     outputs: dict[str, PartitionResult] = {}
     for partition, key in keys.items():
         result = by_key[key]

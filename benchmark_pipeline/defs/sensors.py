@@ -42,7 +42,7 @@ from dagster._core.storage.tags import (
 
 from benchmark_pipeline.benchmarking.existence import ResultStore, RunsByKey
 from benchmark_pipeline.benchmarking.mlflow_logging import pending_keys, upload_pending_benchmarks
-from benchmark_pipeline.config import DEFAULT_STALE_RUNNING_AFTER_S, PipelineConfig
+from benchmark_pipeline.config import PipelineConfig
 from benchmark_pipeline.defs.jobs import benchmark_job, benchmark_per_variant_job
 from benchmark_pipeline.defs.partitions import (
     PAIRS_REGISTRY,
@@ -197,9 +197,7 @@ class _RunHistory:
 def _stale_summary(runs_by_key: RunsByKey, config: PipelineConfig) -> str:
     """``"; N MLflow benchmark run(s) RUNNING for longer than …"`` or ``""``. Such a run blocks nothing (only
     FINISHED runs count), but its process died without closing it."""
-    stale = runs_by_key.stale_running(
-        float(config.benchmark_config.get("stale_running_after_s", DEFAULT_STALE_RUNNING_AFTER_S))
-    )
+    stale = runs_by_key.stale_running(config.benchmark.stale_running_after_s)
     if not stale:
         return ""
     return f"; {len(stale)} MLflow benchmark run(s) RUNNING for longer than stale_running_after_s: " + ", ".join(
